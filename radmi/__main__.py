@@ -1,0 +1,5 @@
+import sys
+
+from radmi.cli import main
+
+sys.exit(main())

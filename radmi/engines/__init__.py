@@ -1,0 +1,1 @@
+"""radmi.engines"""
