@@ -1,0 +1,309 @@
+"""The pieces a findings bundle's ``configs/inference.json`` is built from.
+
+The bundle config wires them into a ``monai.engines.SupervisedEvaluator``:
+
+- :func:`list_inputs` turns ``dataset_dir`` (a folder of DICOMs, one DICOM file, or a radmi manifest CSV) into
+  the data list;
+- :class:`InferenceDataset` applies the preprocessing and, when one file cannot be read, keeps its error instead
+  of stopping the run;
+- :class:`InferenceCollate` stacks the readable images into a ``B x 1 x S x S`` batch and carries the failures
+  alongside;
+- :class:`SkipEmptyInferer` lets a batch whose files all failed pass without calling the network;
+- :class:`ProbabilityWriter` (an Ignite handler) writes one row per input file, probabilities or error, as CSV
+  and JSON.
+
+Nothing here logs report text or patient identifiers: rows carry the file path and the DICOM/study ids only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from monai.data import Dataset
+from monai.inferers import SimpleInferer
+from monai.transforms import apply_transform
+
+from radmi.errors import BundleError, RadmiError
+
+logger = logging.getLogger(__name__)
+
+#: File name endings taken as DICOM when a folder is scanned (compared in lower case).
+DICOM_SUFFIXES = (".dcm", ".dicom", ".dcm.gz")
+#: Manifest file endings: a ``dataset_dir`` ending like this is read as a radmi manifest.
+MANIFEST_SUFFIXES = (".csv", ".csv.gz")
+
+
+def _has_dicom_preamble(path: Path) -> bool:
+    """True when ``path`` carries the ``DICM`` magic at byte 128 (DICOM Part 10 files without an extension)."""
+    try:
+        with path.open("rb") as handle:
+            handle.seek(128)
+            return handle.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def _is_dicom_candidate(path: Path) -> bool:
+    # hospital exports often store DICOMs without an extension or under UID-like names: look at the magic bytes
+    return path.name.lower().endswith(DICOM_SUFFIXES) or _has_dicom_preamble(path)
+
+
+def list_inputs(source: str | Path) -> list[dict[str, Any]]:
+    """The data list for inference: one dict per image, in a stable order.
+
+    Args:
+        source: a folder (searched recursively for ``*.dcm``, ``*.dicom``, ``*.dcm.gz`` and any other file with
+            the DICOM ``DICM`` preamble), one image file (DICOM, or PNG/JPG as in MIMIC-CXR-JPG), or a radmi
+            manifest CSV (its ``image_path`` column; ids are kept for the output).
+
+    Returns:
+        dicts with ``image`` (absolute path, read by the preprocessing), ``path`` (the same, kept for the
+        output), ``dicom_id``, ``study_id`` (empty when unknown) and ``index`` (input order).
+
+    Raises:
+        BundleError: the source does not exist, or a folder holds no DICOM file.
+    """
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise BundleError("no such file or folder to predict on", path=path)
+    if path.is_file() and path.name.lower().endswith(MANIFEST_SUFFIXES):
+        from radmi.data.manifest import read_manifest
+
+        frame = read_manifest(path)
+        rows = [
+            {"path": str(row.image_path), "dicom_id": str(row.dicom_id), "study_id": str(row.study_id)}
+            for row in frame.itertuples(index=False)
+        ]
+    elif path.is_file():
+        rows = [{"path": str(path.resolve()), "dicom_id": path.stem, "study_id": ""}]
+    else:
+        files = sorted(p for p in path.rglob("*") if p.is_file() and _is_dicom_candidate(p))
+        if not files:
+            raise BundleError("the folder holds no DICOM file (*.dcm, *.dicom or extension-less DICOM)", path=path)
+        rows = [{"path": str(p.resolve()), "dicom_id": p.stem, "study_id": ""} for p in files]
+    for index, row in enumerate(rows):
+        row["image"] = row["path"]
+        row["index"] = index
+    return rows
+
+
+def describe_error(err: BaseException) -> str:
+    """One line naming why a file failed: the radmi error in the cause chain if there is one, else the root cause.
+
+    MONAI's ``apply_transform`` wraps the transform's exception in a ``RuntimeError``; the useful message is the
+    original one further down the ``__cause__`` chain.
+    """
+    chain = [err]
+    while chain[-1].__cause__ is not None and len(chain) < 20:
+        chain.append(chain[-1].__cause__)
+    for item in chain:
+        if isinstance(item, RadmiError):
+            return f"{type(item).__name__}: {item.reason}"
+    root = chain[-1]
+    return f"{type(root).__name__}: {root}"
+
+
+class InferenceDataset(Dataset):
+    """A MONAI ``Dataset`` that records a failing item's error instead of raising it.
+
+    A successful item is the transformed dict (``image``: 1 x S x S float32 in [0, 1]) plus the bookkeeping keys
+    of :func:`list_inputs`. A failed item is ``{"path", "dicom_id", "study_id", "index", "error"}`` with no
+    image; :class:`InferenceCollate` keeps it out of the batch tensor and the writer lists it with its error.
+    Every failure is logged at warning level with the file and the reason.
+    """
+
+    def __init__(self, data: Sequence[dict], transform: Callable | None = None) -> None:
+        super().__init__(data=data, transform=transform)
+
+    def _transform(self, index: int) -> dict[str, Any]:
+        item = dict(self.data[index])
+        bookkeeping = {key: item[key] for key in ("path", "dicom_id", "study_id", "index") if key in item}
+        try:
+            out = apply_transform(self.transform, item) if self.transform is not None else item
+        except Exception as err:  # one unreadable file must not stop the others: report it and go on
+            reason = describe_error(err)
+            logger.warning("cannot predict %s: %s", bookkeeping.get("path"), reason)
+            return {**bookkeeping, "error": reason}
+        return {**out, **bookkeeping}
+
+
+class InferenceCollate:
+    """Collate for :class:`InferenceDataset`: stack the readable images, carry the failures beside them.
+
+    Args:
+        image_size: side S of the preprocessed square images, used for the shape of an all-failed batch.
+
+    Returns (when called on a list of items) a dict with ``image`` (B x 1 x S x S float32, B = readable items,
+    possibly 0), ``path``, ``dicom_id``, ``study_id``, ``index`` (lists of length B) and ``failed`` (a list of
+    dicts with ``path``, ``dicom_id``, ``study_id``, ``index`` and ``error``).
+    """
+
+    def __init__(self, image_size: int | Sequence[int]) -> None:
+        size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+        self.image_size = tuple(int(s) for s in size)
+
+    def __call__(self, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        good = [item for item in items if "error" not in item]
+        failed = [dict(item) for item in items if "error" in item]
+        if good:
+            # plain tensors: MetaTensor meta differs between files (spacing present or not) and is not needed here
+            image = torch.stack([torch.as_tensor(item["image"]).as_subclass(torch.Tensor) for item in good])
+        else:
+            image = torch.zeros((0, 1, *self.image_size), dtype=torch.float32)
+        batch: dict[str, Any] = {"image": image.float(), "failed": failed}
+        for key in ("path", "dicom_id", "study_id", "index"):
+            batch[key] = [item.get(key, "") for item in good]
+        return batch
+
+
+class SkipEmptyInferer(SimpleInferer):
+    """``SimpleInferer`` that returns an empty ``0 x num_outputs`` prediction for an empty batch.
+
+    A batch is empty when every file in it failed to load; many networks (e.g. MONAI's ResNet, which flattens
+    with ``view(B, -1)``) cannot run on zero items.
+    """
+
+    def __init__(self, num_outputs: int) -> None:
+        super().__init__()
+        self.num_outputs = int(num_outputs)
+
+    def __call__(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args: Any, **kwargs: Any):
+        if inputs.shape[0] == 0:
+            return inputs.new_zeros((0, self.num_outputs))
+        return super().__call__(inputs, network, *args, **kwargs)
+
+
+class ProbabilityWriter:
+    """Ignite handler that writes one row per input file to ``<output_dir>/<name>.csv`` and ``.json``.
+
+    The evaluator must run with ``decollate=False`` and a sigmoid in its postprocessing, so that
+    ``engine.state.output["pred"]`` is ``B x F`` probabilities for the readable files of ``engine.state.batch``.
+
+    CSV columns: ``path, dicom_id, study_id, status`` (``ok`` or ``error``), ``error``, then one column per
+    finding (probability in [0, 1], empty for a failed file). The JSON holds ``findings`` (names), ``predictions``
+    (one object per file with ``probabilities`` by name, or ``error``) and the counts.
+
+    Args:
+        output_dir: folder for the two files (created).
+        finding_names: the F output channel names, in network output order.
+        name: file name stem.
+    """
+
+    def __init__(self, output_dir: str | Path, finding_names: Sequence[str], name: str = "predictions") -> None:
+        self.output_dir = Path(output_dir)
+        self.finding_names = list(finding_names)
+        self.name = name
+        self.rows: list[dict[str, Any]] = []
+
+    @property
+    def csv_path(self) -> Path:
+        return self.output_dir / f"{self.name}.csv"
+
+    @property
+    def json_path(self) -> Path:
+        return self.output_dir / f"{self.name}.json"
+
+    @property
+    def num_ok(self) -> int:
+        return sum(row["status"] == "ok" for row in self.rows)
+
+    @property
+    def num_failed(self) -> int:
+        return sum(row["status"] == "error" for row in self.rows)
+
+    def attach(self, engine) -> None:
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.STARTED, self.reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self.collect)
+        engine.add_event_handler(Events.COMPLETED, self.write)
+
+    def reset(self, engine=None) -> None:
+        self.rows = []
+
+    def collect(self, engine) -> None:
+        batch = engine.state.batch
+        probs = engine.state.output["pred"]
+        probs = torch.as_tensor(probs).detach().float().cpu()
+        if probs.ndim != 2 or probs.shape != (len(batch["path"]), len(self.finding_names)):
+            raise BundleError(
+                f"the network gave predictions of shape {tuple(probs.shape)}; expected "
+                f"({len(batch['path'])}, {len(self.finding_names)}): one probability per finding"
+            )
+        for i, path in enumerate(batch["path"]):
+            row = self._row(path, batch["dicom_id"][i], batch["study_id"][i], batch["index"][i], "ok", "")
+            row["probabilities"] = [float(p) for p in probs[i]]
+            self.rows.append(row)
+        for item in batch["failed"]:
+            row = self._row(item["path"], item.get("dicom_id", ""), item.get("study_id", ""), item["index"], "error", item["error"])
+            row["probabilities"] = None
+            self.rows.append(row)
+
+    @staticmethod
+    def _row(path, dicom_id, study_id, index, status, error) -> dict[str, Any]:
+        return {
+            "index": int(index),
+            "path": str(path),
+            "dicom_id": str(dicom_id),
+            "study_id": str(study_id),
+            "status": status,
+            "error": error,
+        }
+
+    def write(self, engine=None) -> None:
+        self.rows.sort(key=lambda row: row["index"])
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        table = pd.DataFrame(
+            [
+                {
+                    **{key: row[key] for key in ("path", "dicom_id", "study_id", "status", "error")},
+                    **dict(zip(self.finding_names, row["probabilities"] or [None] * len(self.finding_names))),
+                }
+                for row in self.rows
+            ],
+            columns=["path", "dicom_id", "study_id", "status", "error", *self.finding_names],
+        )
+        table.to_csv(self.csv_path, index=False, float_format="%.6f")
+        records = []
+        for row in self.rows:
+            record = {key: row[key] for key in ("path", "dicom_id", "study_id", "status")}
+            if row["probabilities"] is None:
+                record["error"] = row["error"]
+            else:
+                record["probabilities"] = dict(zip(self.finding_names, row["probabilities"]))
+            records.append(record)
+        summary = {
+            "findings": self.finding_names,
+            "num_images": len(self.rows),
+            "num_predicted": self.num_ok,
+            "num_failed": self.num_failed,
+            "predictions": records,
+        }
+        self.json_path.write_text(json.dumps(summary, indent=2) + "\n")
+        logger.info(
+            "wrote %d predictions (%d files failed) to %s and %s",
+            self.num_ok,
+            self.num_failed,
+            self.csv_path,
+            self.json_path,
+        )
+
+
+def progress_bar(enabled: bool = True, desc: str = "predict"):
+    """An Ignite ``ProgressBar`` (tqdm) to pass among the evaluator's handlers, or a no-op one when disabled."""
+    if not enabled:
+        return _NoHandler()
+    from ignite.handlers import ProgressBar
+
+    return ProgressBar(persist=True, desc=desc)
+
+
+class _NoHandler:
+    def attach(self, engine) -> None:
+        return None

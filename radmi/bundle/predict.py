@@ -1,0 +1,101 @@
+"""Running a findings bundle's own ``configs/inference.json`` on DICOMs (``radmi predict``).
+
+There is one inference pipeline, the bundle's config. This module only points it at the user's input, output
+file, device and batch size (ConfigParser overrides) and runs it through MONAI's ``ConfigWorkflow``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from radmi.errors import BundleError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PredictionSummary:
+    """Counts and output paths of one prediction run."""
+
+    num_images: int
+    num_predicted: int
+    num_failed: int
+    csv_path: Path
+    json_path: Path
+
+
+def _output_name(out: Path) -> tuple[Path, str]:
+    name = out.name
+    for suffix in (".csv", ".json"):
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+    return out.parent, name
+
+
+def predict(
+    bundle: str | Path,
+    inputs: str | Path,
+    out: str | Path,
+    *,
+    device: str | None = None,
+    batch_size: int | None = None,
+    num_workers: int | None = None,
+    progress: bool = True,
+) -> PredictionSummary:
+    """Classify DICOMs with a findings bundle.
+
+    Args:
+        bundle: the unpacked bundle folder (``configs/inference.json``, ``models/model.pt``).
+        inputs: a folder of DICOMs, one DICOM file or a radmi manifest CSV (the bundle's ``dataset_dir``).
+        out: the CSV to write; a JSON with the same stem is written beside it.
+        device: ``cpu``, ``cuda`` or ``cuda:N``; the bundle's default (CUDA when available) when None.
+        batch_size: images per forward pass; the bundle's default when None.
+        num_workers: DataLoader worker processes; the bundle's default when None.
+        progress: show a tqdm progress bar.
+
+    Returns:
+        the counts (an unreadable file is counted in ``num_failed`` and listed in the CSV with its error).
+    """
+    import torch
+    from monai.bundle import ConfigWorkflow
+
+    root = Path(bundle).resolve()
+    config = root / "configs" / "inference.json"
+    if not config.is_file():
+        raise BundleError("not a findings bundle folder (configs/inference.json missing)", path=root)
+    if device is not None and device.startswith("cuda") and not torch.cuda.is_available():
+        raise BundleError(f"--device {device} asked for, but PyTorch sees no CUDA device")
+    output_dir, output_name = _output_name(Path(out).resolve())
+    overrides: dict = {
+        "bundle_root": str(root),
+        "dataset_dir": str(Path(inputs).resolve()),
+        "output_dir": str(output_dir),
+        "output_name": output_name,
+        "show_progress": bool(progress),
+    }
+    if device is not None:
+        overrides["device"] = f"$torch.device({device!r})"
+    if batch_size is not None:
+        overrides["batch_size"] = int(batch_size)
+    if num_workers is not None:
+        overrides["num_workers"] = int(num_workers)
+    workflow = ConfigWorkflow(
+        config_file=str(config),
+        meta_file=str(root / "configs" / "metadata.json"),
+        logging_file=False,
+        workflow_type="infer",
+        **overrides,
+    )
+    workflow.initialize()
+    workflow.run()
+    writer = workflow.parser.get_parsed_content("writer")
+    workflow.finalize()
+    return PredictionSummary(
+        num_images=len(writer.rows),
+        num_predicted=writer.num_ok,
+        num_failed=writer.num_failed,
+        csv_path=writer.csv_path,
+        json_path=writer.json_path,
+    )

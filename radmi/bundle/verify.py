@@ -1,0 +1,292 @@
+"""Checking a findings bundle before it is shipped or used: hash, metadata, network in/out, TorchScript export.
+
+Every check uses MONAI's own bundle tools where one exists:
+
+- ``monai.bundle.verify_metadata`` validates ``configs/metadata.json`` against a JSON schema. Offline, radmi gives
+  it ``radmi/bundle/metadata_schema.json`` (the specification's mandatory keys) as the local schema copy, so no
+  download is attempted; ``online_schema=True`` lets MONAI fetch the schema named in the metadata instead.
+- ``monai.bundle.verify_net_in_out`` builds ``network_def`` from ``configs/inference.json`` and checks its output
+  channels and dtype against the metadata.
+- ``monai.bundle.ckpt_export`` writes a TorchScript file from ``models/model.pt``; radmi loads it back and checks
+  that it gives the same outputs as the eager network with the shipped weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from radmi.errors import BundleError
+
+logger = logging.getLogger(__name__)
+
+#: Files every radmi findings bundle carries (relative to the bundle root).
+REQUIRED_FILES = (
+    "configs/metadata.json",
+    "configs/inference.json",
+    "models/model.pt",
+    "docs/README.md",
+    "LICENSE",
+)
+#: The MONAI model-zoo limit for a file kept in the repository; larger weights go to large_files.yml.
+MAX_REPO_FILE_BYTES = 25 * 1024 * 1024
+LOCAL_SCHEMA = Path(__file__).with_name("metadata_schema.json")
+#: Tolerance of the TorchScript-versus-eager output comparison (logits, float32).
+TORCHSCRIPT_ATOL = 1e-4
+
+
+@dataclass
+class VerifyReport:
+    """What :func:`verify_bundle` checked, for printing."""
+
+    bundle_dir: Path
+    sha256: str | None = None
+    checks: list[str] = field(default_factory=list)
+
+    def passed(self, what: str) -> None:
+        self.checks.append(what)
+        logger.info("bundle check passed: %s", what)
+
+
+def sha256_file(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
+    """Hex SHA256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for chunk in iter(lambda: handle.read(chunk_bytes), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_sha256_file(path: str | Path) -> str:
+    """The hash from a ``sha256sum``-style file (``<hex>  <name>``)."""
+    text = Path(path).read_text().strip()
+    if not text:
+        raise BundleError("empty SHA256 file", path=path)
+    return text.split()[0].lower()
+
+
+def check_sha256(zip_path: str | Path, expected: str) -> str:
+    """Compare a zip's SHA256 with ``expected``; raise :class:`BundleError` on a mismatch. Returns the hash."""
+    actual = sha256_file(zip_path)
+    if actual != expected.strip().lower():
+        raise BundleError(
+            f"SHA256 mismatch: expected {expected.strip().lower()}, the file has {actual}. The download is "
+            "corrupt or the bundle is not the one published; do not use it",
+            path=zip_path,
+        )
+    return actual
+
+
+def _bundle_root_in(folder: Path) -> Path:
+    """The bundle root inside an extracted zip: the single top folder holding ``configs/metadata.json``."""
+    if (folder / "configs" / "metadata.json").is_file():
+        return folder
+    roots = [p for p in folder.iterdir() if (p / "configs" / "metadata.json").is_file()]
+    if len(roots) != 1:
+        raise BundleError("the zip does not hold exactly one bundle folder with configs/metadata.json", path=folder)
+    return roots[0]
+
+
+def _safe_extract(zip_path: Path, dest: Path) -> None:
+    with zipfile.ZipFile(zip_path) as archive:
+        for member in archive.namelist():
+            target = (dest / member).resolve()
+            if not target.is_relative_to(dest.resolve()):
+                raise BundleError(f"zip member escapes the extraction folder: {member}", path=zip_path)
+        archive.extractall(dest)
+
+
+def check_files(bundle_dir: Path) -> None:
+    missing = [name for name in REQUIRED_FILES if not (bundle_dir / name).is_file()]
+    if missing:
+        raise BundleError(f"bundle files missing: {', '.join(missing)}", path=bundle_dir)
+    large = [
+        str(p.relative_to(bundle_dir))
+        for p in bundle_dir.rglob("*")
+        if p.is_file() and p.stat().st_size > MAX_REPO_FILE_BYTES
+    ]
+    if large and not (bundle_dir / "large_files.yml").is_file():
+        raise BundleError(
+            f"files over 25 MB ({', '.join(large)}) need a large_files.yml entry (MONAI model-zoo rule)",
+            path=bundle_dir,
+        )
+
+
+def check_metadata(bundle_dir: Path, online_schema: bool = False) -> dict:
+    """Validate ``configs/metadata.json`` with ``monai.bundle.verify_metadata`` and radmi's own checks.
+
+    radmi's checks: the output ``channel_def`` names the 14 CheXpert findings in order, the input is one channel
+    with value range [0, 1] and modality "xray".
+    """
+    from monai.bundle import verify_metadata
+
+    from radmi.data.labels import CHEXPERT_LABELS
+
+    meta_file = bundle_dir / "configs" / "metadata.json"
+    try:
+        metadata = json.loads(meta_file.read_text())
+    except json.JSONDecodeError as err:
+        raise BundleError(f"metadata.json is not valid JSON ({err})", path=meta_file) from err
+    with tempfile.TemporaryDirectory() as tmp:
+        schema_copy = Path(tmp) / "schema.json"
+        if not online_schema:
+            shutil.copyfile(LOCAL_SCHEMA, schema_copy)  # an existing file is used as is: nothing is downloaded
+        try:
+            verify_metadata(meta_file=str(meta_file), filepath=str(schema_copy))
+        except ImportError as err:
+            raise BundleError(f"metadata check needs the package 'jsonschema' ({err}): pip install jsonschema") from err
+        except ValueError as err:
+            raise BundleError(f"metadata does not follow the bundle schema: {err}", path=meta_file) from err
+    fmt = metadata["network_data_format"]
+    image, pred = fmt["inputs"]["image"], fmt["outputs"]["pred"]
+    problems = []
+    if image.get("num_channels") != 1:
+        problems.append("input image must have 1 channel")
+    if list(image.get("value_range", [])) != [0, 1]:
+        problems.append("input value_range must be [0, 1]")
+    if str(image.get("modality", "")).lower() != "xray":
+        problems.append("input modality must be 'xray'")
+    names = [pred["channel_def"].get(str(i)) for i in range(len(pred["channel_def"]))]
+    if pred.get("num_channels") != len(CHEXPERT_LABELS) or names != list(CHEXPERT_LABELS):
+        problems.append(f"output channel_def must name the {len(CHEXPERT_LABELS)} CheXpert findings in order")
+    if problems:
+        raise BundleError("; ".join(problems), path=meta_file)
+    return metadata
+
+
+def _input_shape(metadata: dict) -> list[int]:
+    spatial = metadata["network_data_format"]["inputs"]["image"]["spatial_shape"]
+    # "*" means any size: use a size every backbone stage can downsample
+    return [1, 1, *[int(s) if str(s).isdigit() else 224 for s in spatial]]
+
+
+def load_network(bundle_dir: Path, device: str = "cpu") -> torch.nn.Module:
+    """``network_def`` of ``configs/inference.json`` with ``models/model.pt`` loaded strictly (weights_only)."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(bundle_dir / "configs" / "inference.json"))
+    parser["bundle_root"] = str(bundle_dir)
+    network = parser.get_parsed_content("network_def")
+    weights = bundle_dir / "models" / "model.pt"
+    try:
+        state = torch.load(weights, map_location=device, weights_only=True)
+        network.load_state_dict(state, strict=True)
+    except (RuntimeError, KeyError, TypeError) as err:
+        raise BundleError(f"models/model.pt does not fit network_def: {err}", path=weights) from err
+    return network.to(device).eval()
+
+
+def check_net_in_out(bundle_dir: Path) -> None:
+    """``monai.bundle.verify_net_in_out`` on ``network_def``, on the CPU."""
+    from monai.bundle import verify_net_in_out
+
+    try:
+        verify_net_in_out(
+            net_id="network_def",
+            meta_file=str(bundle_dir / "configs" / "metadata.json"),
+            config_file=str(bundle_dir / "configs" / "inference.json"),
+            device="cpu",
+            any=224,
+            bundle_root=str(bundle_dir),
+        )
+    except (ValueError, KeyError, RuntimeError) as err:
+        raise BundleError(f"network input/output does not match the metadata: {err}", path=bundle_dir) from err
+
+
+def check_torchscript(bundle_dir: Path, metadata: dict, keep: bool = False) -> Path | None:
+    """Export to TorchScript with ``monai.bundle.ckpt_export`` and compare its outputs with the eager network.
+
+    Args:
+        keep: write ``models/model.ts`` into the bundle; otherwise the export goes to a temporary folder.
+
+    Returns:
+        the kept ``model.ts`` path, or None.
+    """
+    from monai.bundle import ckpt_export
+
+    shape = _input_shape(metadata)
+    with tempfile.TemporaryDirectory() as tmp:
+        target = bundle_dir / "models" / "model.ts" if keep else Path(tmp) / "model.ts"
+        try:
+            ckpt_export(
+                net_id="network_def",
+                filepath=str(target),
+                ckpt_file=str(bundle_dir / "models" / "model.pt"),
+                meta_file=str(bundle_dir / "configs" / "metadata.json"),
+                config_file=str(bundle_dir / "configs" / "inference.json"),
+                use_trace=True,
+                input_shape=shape,
+                bundle_root=str(bundle_dir),
+            )
+            scripted = torch.jit.load(str(target), map_location="cpu").eval()
+        except Exception as err:  # tracing raises many kinds of error; all mean "cannot be exported"
+            raise BundleError(f"TorchScript export failed: {type(err).__name__}: {err}", path=bundle_dir) from err
+        eager = load_network(bundle_dir)
+        sample = torch.Generator().manual_seed(0)
+        x = torch.rand(shape, generator=sample)
+        with torch.no_grad():
+            expected, got = eager(x), scripted(x)
+        if not torch.allclose(expected, got, atol=TORCHSCRIPT_ATOL):
+            diff = (expected - got).abs().max().item()
+            raise BundleError(f"TorchScript output differs from the eager network by {diff:.3g}", path=bundle_dir)
+    return target if keep else None
+
+
+def verify_bundle_dir(bundle_dir: str | Path, *, online_schema: bool = False, keep_torchscript: bool = False) -> VerifyReport:
+    """Run every check on an unpacked bundle folder; raise :class:`BundleError` on the first failure."""
+    root = Path(bundle_dir)
+    report = VerifyReport(bundle_dir=root)
+    check_files(root)
+    report.passed("required files present, none over 25 MB without large_files.yml")
+    metadata = check_metadata(root, online_schema=online_schema)
+    report.passed("metadata.json follows the bundle schema; 1-channel [0, 1] xray input; 14 named findings")
+    load_network(root)
+    report.passed("models/model.pt loads into network_def (strict, weights_only)")
+    check_net_in_out(root)
+    report.passed("monai.bundle.verify_net_in_out: output channels and dtype match the metadata")
+    check_torchscript(root, metadata, keep=keep_torchscript)
+    report.passed("monai.bundle.ckpt_export: TorchScript export matches the eager network")
+    return report
+
+
+def verify_bundle(
+    path: str | Path,
+    sha256: str | None = None,
+    *,
+    online_schema: bool = False,
+) -> VerifyReport:
+    """Verify a bundle folder or zip.
+
+    For a zip, the expected hash is ``sha256`` if given, else the ``<zip>.sha256`` file beside it if present; a
+    mismatch raises :class:`BundleError` before anything in the zip is read. A folder has no hash: passing
+    ``sha256`` for a folder is an error.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise BundleError("no such bundle folder or zip", path=path)
+    if path.is_dir():
+        if sha256:
+            raise BundleError("a SHA256 applies to the bundle zip, not to an unpacked folder", path=path)
+        return verify_bundle_dir(path, online_schema=online_schema)
+    sidecar = path.with_name(path.name + ".sha256")
+    expected = sha256 or (read_sha256_file(sidecar) if sidecar.is_file() else None)
+    actual = check_sha256(path, expected) if expected else sha256_file(path)
+    if not zipfile.is_zipfile(path):
+        raise BundleError("not a zip file", path=path)
+    with tempfile.TemporaryDirectory() as tmp:
+        _safe_extract(path, Path(tmp))
+        report = verify_bundle_dir(_bundle_root_in(Path(tmp)), online_schema=online_schema)
+    report.bundle_dir = path
+    report.sha256 = actual
+    if expected:
+        report.checks.insert(0, "SHA256 matches")
+    return report

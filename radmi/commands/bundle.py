@@ -1,0 +1,72 @@
+"""``radmi bundle export|verify``: package a classification run as a MONAI bundle, and check a bundle."""
+
+from __future__ import annotations
+
+import argparse
+
+from radmi.errors import BundleError
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    export = sub.add_parser(
+        "export",
+        help="turn a finished classification run into a verified bundle folder + zip + SHA256",
+        description="Turn a finished classification run (radmi finetune --out RUN_DIR) into a MONAI bundle "
+        "folder, a zip and the zip's SHA256. The bundle is verified (metadata, network in/out, TorchScript "
+        "export) before anything is written.",
+    )
+    export.add_argument("run_dir", help="the classification run folder (models/model.pt, model.json, config.json)")
+    export.add_argument("--name", default="radmi_cxr_findings", help="bundle name (default: %(default)s)")
+    export.add_argument("--version", default="0.1.0", help="bundle version written to metadata.json (default: %(default)s)")
+    export.add_argument("--out", required=True, help="output folder for <name>/, <name>_v<version>.zip and .sha256")
+    export.add_argument("--changelog", default=None, help="changelog line for this version")
+    export.add_argument("--image-size", type=int, default=None, help="training input size in pixels (default: from the run)")
+    export.add_argument("--overwrite", action="store_true", help="replace an existing bundle of that name in --out")
+
+    verify = sub.add_parser(
+        "verify",
+        help="check a bundle folder or zip (SHA256, metadata, network in/out, TorchScript)",
+        description="Check a bundle folder or zip. A zip whose SHA256 differs from --sha256 (or from the "
+        "<zip>.sha256 file beside it) is refused.",
+    )
+    verify.add_argument("bundle", help="bundle folder or zip")
+    verify.add_argument("--sha256", default=None, help="expected SHA256 of the zip (hex)")
+    verify.add_argument(
+        "--online-schema",
+        action="store_true",
+        help="validate metadata.json against the schema URL it names (downloads it) instead of radmi's offline copy",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.action == "export":
+        from radmi.bundle.export import export_run
+
+        result = export_run(
+            args.run_dir,
+            args.out,
+            name=args.name,
+            version=args.version,
+            changelog=args.changelog,
+            image_size=args.image_size,
+            overwrite=args.overwrite,
+        )
+        for check in result.report.checks:
+            print(f"  ok  {check}")
+        print(f"bundle folder: {result.bundle_dir}")
+        print(f"bundle zip:    {result.zip_path}")
+        print(f"sha256:        {result.sha256}  ({result.sha256_path})")
+        return 0
+    if args.action == "verify":
+        from radmi.bundle.verify import verify_bundle
+
+        report = verify_bundle(args.bundle, sha256=args.sha256, online_schema=args.online_schema)
+        for check in report.checks:
+            print(f"  ok  {check}")
+        if report.sha256:
+            print(f"sha256: {report.sha256}")
+        print(f"bundle verified: {report.bundle_dir}")
+        return 0
+    raise BundleError(f"unknown action {args.action}")

@@ -1,0 +1,36 @@
+"""``radmi predict``: classify DICOMs with a findings bundle, one row per file (probabilities or the error)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--bundle", required=True, help="unpacked findings bundle folder (e.g. from monai.bundle download)")
+    parser.add_argument("--input", required=True, help="a folder of DICOMs, one DICOM file, or a radmi manifest CSV")
+    parser.add_argument("--out", required=True, help="CSV to write (a JSON with the same stem goes beside it)")
+    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when available)")
+    parser.add_argument("--batch-size", type=int, default=None, help="images per forward pass (default: the bundle's)")
+    parser.add_argument("--workers", type=int, default=None, help="DataLoader worker processes (default: the bundle's)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from radmi.bundle.predict import predict
+
+    summary = predict(
+        args.bundle,
+        args.input,
+        args.out,
+        device=args.device,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        progress=not args.no_progress,
+    )
+    print(
+        f"predicted {summary.num_predicted} of {summary.num_images} images"
+        + (f"; {summary.num_failed} could not be read (listed with their error)" if summary.num_failed else "")
+    )
+    print(f"results: {summary.csv_path}")
+    print(f"         {summary.json_path}")
+    return 0

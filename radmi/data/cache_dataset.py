@@ -1,0 +1,161 @@
+"""``CachedDataset``: the samples of a prepared cache, straight from its memory maps.
+
+Reading a sample is a few array slices: no DICOM decoding, no resizing, no tokenizing. ``__getitems__`` reads a
+whole batch with one fancy index per array, which ``torch.utils.data.DataLoader`` uses automatically.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from monai.data import Dataset
+
+from radmi.data.cache_store import (
+    CACHE_JSON,
+    FORMAT_VERSION,
+    INDEX_CSV,
+    PIXEL_MAX,
+    open_arrays,
+    read_json,
+    shard_dir,
+)
+from radmi.errors import CacheError
+
+#: Token arrays, stored as small integers and returned as int64 (docs/architecture.md).
+_TOKEN_KEYS = ("input_ids", "attention_mask", "sentence_ids")
+_SPLITS = ("train", "validate", "test")
+
+
+class CachedDataset(Dataset):
+    """MONAI ``Dataset`` over a prepared cache (``radmi prepare``), optionally one split.
+
+    Each item is the sample dict of ``docs/architecture.md`` without the report text:
+
+    - ``image``: ``1 x S x S`` float32 in [0, 1] (stored value / 255 or / 65535), bright = dense;
+    - ``input_ids``, ``attention_mask``, ``sentence_ids``: ``T`` int64 each (sentence id -1 = special/pad);
+    - ``labels``, ``label_mask``: 14 float32; ``edema_severity``: int64 scalar, -1 when absent;
+    - ``study_id``, ``subject_id``: int64 scalars; ``dicom_id``: str.
+
+    Args:
+        cache_dir: the cache folder (must be complete: ``cache.json`` present).
+        split: ``"train"``, ``"validate"`` or ``"test"`` keeps the rows of that split; ``None`` keeps all.
+        transform: optional MONAI transform(s) applied to each sample dict (after reading).
+
+    Attributes:
+        info: the parsed ``cache.json`` (manifest hash, parameters, counts, bad rows).
+        index: the index table of the kept rows of this split (``row`` = manifest row).
+    """
+
+    def __init__(
+        self,
+        cache_dir: str | PathLike,
+        split: str | None = None,
+        transform: Callable | Sequence[Callable] | None = None,
+    ) -> None:
+        self.cache_dir = Path(cache_dir)
+        if not (self.cache_dir / CACHE_JSON).is_file():
+            raise CacheError(
+                "not a complete cache (no cache.json): run `radmi prepare`, for every --shard if sharded",
+                path=self.cache_dir,
+            )
+        self.info: dict[str, Any] = read_json(self.cache_dir / CACHE_JSON)
+        if self.info.get("format_version") != FORMAT_VERSION:
+            raise CacheError(
+                f"unsupported cache format {self.info.get('format_version')}", path=self.cache_dir
+            )
+        if split is not None and split not in _SPLITS:
+            raise ValueError(f"split must be one of {_SPLITS} or None, not {split!r}")
+        index = pd.read_csv(
+            self.cache_dir / INDEX_CSV,
+            dtype={"subject_id": str, "study_id": str, "dicom_id": str, "view": str, "split": str},
+        )
+        index[["view", "split"]] = index[["view", "split"]].fillna("")
+        if split is not None:
+            index = index[index["split"] == split].reset_index(drop=True)
+        self.index = index
+        self.split = split
+        params = self.info["params"]
+        self.image_size: int = params["size"]
+        self.max_length: int = params["max_length"]
+        self._scale = float(PIXEL_MAX[params["dtype"]])
+        self._shard = index["shard"].to_numpy(np.int64)
+        self._slot = index["slot"].to_numpy(np.int64)
+        self._study = index["study_id"].astype(np.int64).to_numpy()
+        self._subject = index["subject_id"].astype(np.int64).to_numpy()
+        self._dicom = index["dicom_id"].to_numpy(object)
+        self._arrays: list[dict[str, np.memmap]] | None = None
+        self._arrays_pid: int | None = None
+        super().__init__(data=np.arange(len(index)), transform=transform)
+
+    # memory maps are opened lazily in each process and never pickled (spawned DataLoader workers)
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_arrays"] = None
+        return state
+
+    def _shard_arrays(self) -> list[dict[str, np.memmap]]:
+        if self._arrays is None or self._arrays_pid != os.getpid():
+            count = int(self.info["shards"])
+            self._arrays = [open_arrays(shard_dir(self.cache_dir, i, count)) for i in range(count)]
+            self._arrays_pid = os.getpid()
+        return self._arrays
+
+    def _read(self, positions: np.ndarray) -> dict[str, np.ndarray]:
+        """Raw arrays of the kept rows ``positions`` (into ``self.index``), batch first."""
+        arrays = self._shard_arrays()
+        shards, slots = self._shard[positions], self._slot[positions]
+        if len(arrays) == 1 or (shards == shards[0]).all():
+            source = arrays[int(shards[0])] if len(positions) else arrays[0]
+            return {name: source[name][slots] for name in source}
+        out = {name: np.empty((len(positions), *a.shape[1:]), a.dtype) for name, a in arrays[0].items()}
+        for shard in np.unique(shards):
+            where = np.flatnonzero(shards == shard)
+            for name, array in arrays[int(shard)].items():
+                out[name][where] = array[slots[where]]
+        return out
+
+    def _samples(self, positions: np.ndarray) -> list[dict[str, Any]]:
+        raw = self._read(positions)
+        batch = len(positions)
+        images = torch.from_numpy(raw["images"].astype(np.float32)).div_(self._scale).unsqueeze(1)
+        tokens = {key: torch.from_numpy(raw[key].astype(np.int64)) for key in _TOKEN_KEYS}
+        labels = torch.from_numpy(np.ascontiguousarray(raw["labels"]))
+        label_mask = torch.from_numpy(np.ascontiguousarray(raw["label_mask"]))
+        edema = torch.from_numpy(raw["edema_severity"].astype(np.int64))
+        study = torch.from_numpy(self._study[positions])
+        subject = torch.from_numpy(self._subject[positions])
+        dicom = self._dicom[positions]
+        return [
+            {
+                "image": images[b],
+                "input_ids": tokens["input_ids"][b],
+                "attention_mask": tokens["attention_mask"][b],
+                "sentence_ids": tokens["sentence_ids"][b],
+                "labels": labels[b],
+                "label_mask": label_mask[b],
+                "edema_severity": edema[b],
+                "study_id": study[b],
+                "subject_id": subject[b],
+                "dicom_id": dicom[b],
+            }
+            for b in range(batch)
+        ]
+
+    def _apply(self, samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if len(self.transform.transforms) == 0:
+            return samples
+        return [self.transform(sample) for sample in samples]
+
+    def _transform(self, index: int) -> dict[str, Any]:
+        return self._apply(self._samples(np.asarray([self.data[index]])))[0]
+
+    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
+        """The samples at ``indices`` in one read per array (DataLoader's batched fetch)."""
+        return self._apply(self._samples(self.data[np.asarray(indices, dtype=np.int64)]))

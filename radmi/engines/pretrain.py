@@ -1,0 +1,340 @@
+"""Image-text pretraining on MONAI's ``SupervisedTrainer``: the builders the bundle recipe calls.
+
+The recipe is ``bundles/radmi_cxr_pretrain/configs/train.json``; it holds every default and wires these
+builders together. The pattern (docs/architecture.md, /work/shared/DESIGN.md):
+
+- ``network`` is ``ImageTextModel``; :class:`PretrainBatch` (a MONAI ``PrepareBatch``) moves a collated batch
+  to the device, augments the images there and returns ``(image, study_ids, (), text kwargs)``, so the trainer
+  calls ``network(image, input_ids=..., attention_mask=..., sentence_ids=...[, image_view2=...])``;
+- ``loss_function`` is ``PretrainObjective(pred, study_ids)``;
+- :func:`build_trainer` returns a plain ``SupervisedTrainer`` (no subclass is needed) and attaches the handlers
+  that need the trainer itself: resumable atomic checkpoints, the NaN/inf guard, gradient clipping, the
+  mid-epoch resume of the sampler and the final model export.
+
+Data: :func:`resolve_cache` accepts a prepared cache, a manifest CSV or a MIMIC-CXR-layout folder (e.g. demo
+data) and prepares the cache once into the run directory when needed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import ignite.distributed as idist
+import torch
+from monai.engines import SupervisedTrainer
+from monai.engines.utils import PrepareBatch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from radmi.engines.checkpoint import AtomicCheckpointSaver, RandomStates, latest_checkpoint
+from radmi.engines.distributed import ResumableSampler, is_rank_zero, prepare_module, unwrap
+from radmi.engines.handlers import GradientClipping, NonFiniteLossGuard, PretrainedModelsWriter, SamplerResume
+from radmi.errors import TrainingError
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "AMP_MODES",
+    "PretrainBatch",
+    "amp_settings",
+    "build_optimizer",
+    "build_trainer",
+    "prepare_network",
+    "resolve_cache",
+    "train_loader",
+    "val_loader",
+]
+
+AMP_MODES = ("bf16", "fp16", "none")
+TEXT_KEYS = ("input_ids", "attention_mask", "sentence_ids")
+
+
+# ---- data ------------------------------------------------------------------------------------------------
+def resolve_cache(
+    dataset_dir: str | Path,
+    output_dir: str | Path,
+    image_size: int = 256,
+    tokenizer: str = "offline:all-MiniLM-L6-v2",
+    max_length: int = 128,
+    workers: int = 2,
+) -> Path:
+    """The prepared cache to train from, preparing it first when ``dataset_dir`` is not one.
+
+    Args:
+        dataset_dir: a cache folder (has ``cache.json``), a manifest CSV, or a MIMIC-CXR-layout folder (the
+            demo data or MIMIC-CXR itself; its manifest is built into ``output_dir/manifest.csv``).
+        output_dir: the run directory; a new cache goes to ``output_dir/cache`` (re-used when it matches).
+        image_size, tokenizer, max_length, workers: ``radmi.data.cache.prepare_cache`` parameters.
+
+    Only rank 0 prepares; the other processes wait at a barrier and then read the same folder.
+    """
+    source = Path(dataset_dir).expanduser()
+    if (source / "cache.json").is_file():
+        return source
+    output_dir = Path(output_dir)
+    cache_dir = output_dir / "cache"
+    if is_rank_zero():
+        from radmi.data.cache import prepare_cache
+
+        output_dir.mkdir(parents=True, exist_ok=True)
+        manifest = source if source.is_file() else _build_manifest(source, output_dir / "manifest.csv")
+        logger.info("preparing the training cache in %s", cache_dir)
+        summary = prepare_cache(
+            manifest, cache_dir, size=image_size, tokenizer=tokenizer, max_length=max_length, workers=workers
+        )
+        if not summary.complete:
+            raise TrainingError("the training cache is incomplete after preparing it", path=cache_dir)
+    idist.barrier()
+    return cache_dir
+
+
+def _build_manifest(root: Path, out: Path) -> Path:
+    """Manifest of a MIMIC-CXR-layout folder (reused if it is already there)."""
+    from radmi.data.manifest import build_mimic_manifest, write_manifest
+
+    if not out.is_file():
+        write_manifest(build_mimic_manifest(root), out, relative=False)
+    return out
+
+
+def train_loader(
+    dataset: Dataset, batch_size: int, seed: int = 0, num_workers: int = 0, drop_last: bool = True
+) -> DataLoader:
+    """The training ``DataLoader``: a :class:`ResumableSampler` and its own random generator.
+
+    ``batch_size`` is the global batch; with several processes ``idist.auto_dataloader`` splits it. The
+    loader's private ``torch.Generator`` keeps iterator creation from drawing on the global torch generator,
+    which exact resume relies on.
+    """
+    sampler = ResumableSampler(dataset, seed=seed, drop_last=drop_last)
+    generator = torch.Generator().manual_seed(seed)
+    return idist.auto_dataloader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        drop_last=drop_last,
+        generator=generator,
+        persistent_workers=num_workers > 0,
+    )
+
+
+def val_loader(dataset: Dataset, batch_size: int, num_workers: int = 0) -> DataLoader:
+    """Held-out loader in a fixed order; every process evaluates the whole set (the metrics need all pairs)."""
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        generator=torch.Generator().manual_seed(0),
+        pin_memory=idist.device().type == "cuda",
+    )
+
+
+# ---- the iteration's inputs ---------------------------------------------------------------------------------
+class PretrainBatch(PrepareBatch):
+    """MONAI ``PrepareBatch`` for pretraining: batch dict -> ``(image, study_ids, (), text kwargs)``.
+
+    Like ``PrepareBatchExtraInput`` with the text keys as keyword arguments, plus the batch augmentation run on
+    the device (random in training, a centre crop for validation) and channels-last images on CUDA.
+
+    Args:
+        augment: a ``radmi.transforms.batch.RandBatchAugmentd`` (keys ``"image"``; ``num_views=2`` adds
+            ``image_view2`` for TVDIM), or None to pass the cached images as they are.
+        channels_last: convert ``B x 1 x H x W`` images to ``torch.channels_last`` on CUDA.
+
+    Returns, on ``device``: ``image`` B x 1 x H x W float, ``study_id`` B int64 (the objective's targets), and
+    ``{"input_ids", "attention_mask", "sentence_ids"}`` B x T int64 (+ ``image_view2`` with two views).
+    """
+
+    def __init__(self, augment: Any = None, channels_last: bool = True) -> None:
+        self.augment = augment
+        self.channels_last = channels_last
+
+    def __call__(
+        self,
+        batchdata: dict[str, torch.Tensor],
+        device: str | torch.device | None = None,
+        non_blocking: bool = False,
+        **kwargs,
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple, dict[str, torch.Tensor]]:
+        def to_device(value: torch.Tensor) -> torch.Tensor:
+            return torch.as_tensor(value).to(device=device, non_blocking=non_blocking, **kwargs)
+
+        images = {"image": to_device(batchdata["image"])}
+        if self.augment is not None:
+            images = self.augment(images)
+        if self.channels_last and torch.device(device or "cpu").type == "cuda":
+            images = {k: v.contiguous(memory_format=torch.channels_last) for k, v in images.items()}
+        extra = {key: to_device(batchdata[key]) for key in TEXT_KEYS}
+        if "image_view2" in images:
+            extra["image_view2"] = images["image_view2"]
+        return images["image"], to_device(batchdata["study_id"]), (), extra
+
+
+# ---- model, optimizer, precision ----------------------------------------------------------------------------
+def prepare_network(network: nn.Module, device: torch.device | str, channels_last: bool = True) -> nn.Module:
+    """Move the network to ``device`` (channels-last weights on CUDA) and wrap it in DDP when distributed."""
+    if channels_last and torch.device(device).type == "cuda":
+        network = network.to(memory_format=torch.channels_last)
+    return prepare_module(network, device)
+
+
+def build_optimizer(
+    network: nn.Module,
+    objective: nn.Module,
+    lr_text: float = 2e-5,
+    lr_image: float = 5e-4,
+    lr_critic: float = 5e-4,
+    weight_decay: float = 1e-4,
+) -> torch.optim.Optimizer:
+    """AdamW with one parameter group per part: text encoder, image encoder, critic (the objective).
+
+    Group names are ``"text"``, ``"image"`` and ``"critic"`` (kept in ``param_groups[i]["name"]``); a frozen
+    part or one without parameters is left out.
+    """
+    network, objective = unwrap(network), unwrap(objective)
+    groups = [
+        ("text", network.text_encoder, lr_text),
+        ("image", network.image_encoder, lr_image),
+        ("critic", objective, lr_critic),
+    ]
+    known = {id(p) for _, module, _ in groups for p in module.parameters()}
+    rest = [p for p in network.parameters() if id(p) not in known and p.requires_grad]
+    param_groups = []
+    for name, module, lr in groups:
+        params = [p for p in module.parameters() if p.requires_grad]
+        if name == "critic":
+            params += rest  # anything the network adds besides the encoders trains like the critic
+        if params:
+            param_groups.append({"params": params, "lr": float(lr), "name": name})
+    if not param_groups:
+        raise TrainingError("nothing to train: every parameter of the network and objective is frozen")
+    return idist.auto_optim(torch.optim.AdamW(param_groups, weight_decay=weight_decay))
+
+
+def amp_settings(amp: str, device: torch.device | str) -> tuple[bool, dict[str, Any]]:
+    """``(amp enabled, amp_kwargs)`` for ``SupervisedTrainer``/``SupervisedEvaluator``.
+
+    ``"bf16"``/``"fp16"`` autocast on CUDA; MONAI's engines autocast with device ``"cuda"`` only, so on the CPU
+    mixed precision is switched off (with a log line) rather than silently running a different recipe.
+    """
+    if amp not in AMP_MODES:
+        raise ValueError(f"amp must be one of {AMP_MODES}, got {amp!r}")
+    if amp == "none":
+        return False, {}
+    if torch.device(device).type != "cuda":
+        logger.info("amp=%s needs CUDA; training in float32 on %s", amp, device)
+        return False, {}
+    return True, {"dtype": torch.bfloat16 if amp == "bf16" else torch.float16}
+
+
+# ---- the trainer ------------------------------------------------------------------------------------------
+def build_trainer(
+    *,
+    device: torch.device | str,
+    max_epochs: int,
+    train_data_loader: DataLoader,
+    network: nn.Module,
+    loss_function: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    prepare_batch: PrepareBatch,
+    run_dir: str | Path,
+    train_handlers: Sequence | None = None,
+    lr_scheduler: Any = None,
+    amp: str = "none",
+    accumulation_steps: int = 1,
+    grad_clip: float | None = 1.0,
+    checkpoint_every: int = 100,
+    checkpoint_keep: int = 2,
+    resume: bool = False,
+    epoch_length: int | None = None,
+    tokenizer: str | None = None,
+) -> SupervisedTrainer:
+    """A MONAI ``SupervisedTrainer`` for image-text pretraining, with resumable checkpoints.
+
+    Args:
+        device: this process's device.
+        max_epochs: epochs to train in total (a resumed run continues up to the same number).
+        train_data_loader: from :func:`train_loader` (its :class:`ResumableSampler` makes resume exact).
+        network: the (DDP-wrapped) ``ImageTextModel``; loss_function: the ``PretrainObjective``.
+        optimizer: from :func:`build_optimizer`; lr_scheduler: stepped per iteration by an ``LrScheduleHandler``
+            in ``train_handlers``, saved in checkpoints.
+        prepare_batch: a :class:`PretrainBatch` in training mode.
+        run_dir: checkpoints go to ``run_dir/checkpoints``, the final encoders to ``run_dir/models``.
+        train_handlers: MONAI/Ignite handlers from the recipe (stats, TensorBoard, validation, LR schedule, ...).
+        amp: ``"bf16"``, ``"fp16"`` (with a GradScaler) or ``"none"``.
+        accumulation_steps: batches per optimizer step.
+        grad_clip: max global gradient norm (0/None: no clipping, the norm is still checked).
+        checkpoint_every: iterations between checkpoints; checkpoint_keep: how many to keep.
+        resume: continue from the newest complete checkpoint in ``run_dir/checkpoints`` if there is one.
+        epoch_length: iterations per epoch (default: the loader's length).
+        tokenizer: saved beside the exported text encoder.
+    """
+    run_dir = Path(run_dir)
+    amp_on, amp_kwargs = amp_settings(amp, device)
+    trainer = SupervisedTrainer(
+        device=device,
+        max_epochs=max_epochs,
+        train_data_loader=train_data_loader,
+        network=network,
+        optimizer=optimizer,
+        loss_function=loss_function,
+        epoch_length=epoch_length,
+        prepare_batch=prepare_batch,
+        train_handlers=train_handlers,
+        amp=amp_on,
+        amp_kwargs=amp_kwargs,
+        decollate=False,  # the prediction is a dict of batched features, not per-sample images
+        optim_set_to_none=True,
+        accumulation_steps=accumulation_steps,
+    )
+    if amp_on:
+        # SupervisedTrainer always builds an enabled GradScaler with amp; bf16 has float32's range and needs none
+        trainer.scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16")
+
+    def trainable() -> list[torch.Tensor]:
+        return [p for module in (network, loss_function) for p in module.parameters() if p.requires_grad]
+
+    NonFiniteLossGuard().attach(trainer)
+    GradientClipping(trainable, grad_clip).attach(trainer)
+    sampler = getattr(train_data_loader, "sampler", None)
+    if isinstance(sampler, ResumableSampler):
+        SamplerResume(sampler, train_data_loader.batch_size).attach(trainer)
+
+    save_dict: dict[str, Any] = {
+        "network": unwrap(network),
+        "objective": unwrap(loss_function),
+        "optimizer": optimizer,
+        "trainer": trainer,
+        "random_states": RandomStates(sampler=sampler, augment=getattr(prepare_batch, "augment", None)),
+    }
+    if lr_scheduler is not None:
+        save_dict["lr_scheduler"] = lr_scheduler
+    if amp_on and amp == "fp16":
+        save_dict["scaler"] = trainer.scaler
+    checkpoint_dir = run_dir / "checkpoints"
+    if resume:
+        from monai.handlers import CheckpointLoader
+
+        path = latest_checkpoint(checkpoint_dir)
+        if path is None:
+            logger.warning("resume asked but %s holds no checkpoint; starting from scratch", checkpoint_dir)
+        else:
+            if is_rank_zero():
+                logger.info("resuming from %s", path)
+            CheckpointLoader(load_path=str(path), load_dict=save_dict, map_location=str(device)).attach(
+                trainer
+            )
+    AtomicCheckpointSaver(
+        save_dir=str(checkpoint_dir),
+        save_dict=save_dict,
+        epoch_level=False,
+        save_interval=max(int(checkpoint_every), 1),
+        n_saved=checkpoint_keep,
+    ).attach(trainer)
+    PretrainedModelsWriter(run_dir / "models", network, loss_function, tokenizer=tokenizer).attach(trainer)
+    return trainer

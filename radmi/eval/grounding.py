@@ -1,0 +1,201 @@
+"""Grounding scores: does a sentence's region x sentence score map point at the finding the sentence describes?
+
+Inputs per (image, finding) pair: the critic's score map of the describing sentence (``h x w`` regions, from
+``LocalMILoss.score_map``) and the finding's ground-truth box, mapped into the model's input pixels. Region
+``(i, j)`` of an ``h x w`` map over an ``H x W`` input covers rows ``[i H/h, (i+1) H/h)`` and columns
+``[j W/w, (j+1) W/w)``. Boxes are ``(x0, y0, x1, y1)`` in pixel-corner coordinates (x = column, y = row).
+
+- **Pointing game** (Zhang et al., 2016): a hit when the centre of the highest-scoring region lies inside the
+  box grown by ``tolerance`` pixels on every side (15 px at the input scale, as in the original protocol).
+- **Top-k IoU**: the regions holding the top ``k`` fraction of scores form a mask; its IoU with the box, both
+  rasterized on the input pixel grid (a pixel counts when its centre is inside).
+- **Chance levels** for models without a region map (global MI): *uniform* (the expected pointing hit and
+  top-k IoU of a map whose maximum is a uniformly random region; pointing exact, IoU by seeded draws) and
+  *centre* (a map peaking at the image centre).
+
+Scores are summarized per finding type and overall with patient-level bootstrap 95% CIs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from radmi.eval.metrics import patient_bootstrap_weights
+
+#: Pointing-game tolerance in input pixels (Zhang et al., "Top-down neural attention by excitation backprop").
+DEFAULT_TOLERANCE = 15.0
+#: Fraction of regions in the top-k mask.
+DEFAULT_TOP_FRACTION = 0.1
+OVERALL = "overall"
+
+
+def boxes_to_input(boxes: np.ndarray, meta) -> np.ndarray:
+    """Map boxes from stored-image pixels into the resized model input.
+
+    Args:
+        boxes: N x 4 ``(x0, y0, x1, y1)`` on the image as loaded (DICOM Rows x Columns), corner convention.
+        meta: the resized image's ``MetaTensor`` or meta dict (``XRayResize`` writes the scale and offset).
+
+    Returns:
+        N x 4 float64 boxes in input pixels, clipped to nothing (callers clip if they need to).
+    """
+    from radmi.transforms.image import map_to_resized
+
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    corners = np.stack([boxes[:, [1, 0]], boxes[:, [3, 2]]], axis=1)  # N x 2 x (row, col)
+    mapped = map_to_resized(corners.reshape(-1, 2), meta).reshape(-1, 2, 2)
+    return np.stack([mapped[:, 0, 1], mapped[:, 0, 0], mapped[:, 1, 1], mapped[:, 1, 0]], axis=1)
+
+
+def region_centres(grid_hw: tuple[int, int], input_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """``(rows h, cols w)``: centre coordinates of the regions in input pixels."""
+    (h, w), (height, width) = grid_hw, input_hw
+    return (np.arange(h) + 0.5) * height / h, (np.arange(w) + 0.5) * width / w
+
+
+def _inside(rows: np.ndarray, cols: np.ndarray, box: Sequence[float], tolerance: float) -> np.ndarray:
+    x0, y0, x1, y1 = box
+    r, c = np.meshgrid(rows, cols, indexing="ij")
+    return (r >= y0 - tolerance) & (r <= y1 + tolerance) & (c >= x0 - tolerance) & (c <= x1 + tolerance)
+
+
+def pointing_hit(
+    score_map: np.ndarray, box: Sequence[float], input_hw: tuple[int, int], tolerance: float = DEFAULT_TOLERANCE
+) -> bool:
+    """Whether the centre of the argmax region of ``score_map`` (h x w) lies in ``box`` grown by ``tolerance``."""
+    score_map = np.asarray(score_map, dtype=np.float64)
+    rows, cols = region_centres(score_map.shape, input_hw)
+    i, j = np.unravel_index(int(np.argmax(score_map)), score_map.shape)
+    return bool(_inside(rows[[i]], cols[[j]], box, tolerance)[0, 0])
+
+
+def top_regions(score_map: np.ndarray, fraction: float = DEFAULT_TOP_FRACTION) -> np.ndarray:
+    """h x w boolean mask of the ``ceil(fraction * h * w)`` highest-scoring regions (ties: first in raster order)."""
+    score_map = np.asarray(score_map, dtype=np.float64)
+    n_top = max(1, math.ceil(fraction * score_map.size))
+    order = np.argsort(-score_map.ravel(), kind="stable")[:n_top]
+    mask = np.zeros(score_map.size, dtype=bool)
+    mask[order] = True
+    return mask.reshape(score_map.shape)
+
+
+def _region_mask_pixels(region_mask: np.ndarray, input_hw: tuple[int, int]) -> np.ndarray:
+    """h x w region mask -> H x W pixel mask (pixel centre's region)."""
+    (h, w), (height, width) = region_mask.shape, input_hw
+    row_region = np.minimum(((np.arange(height) + 0.5) * h / height).astype(int), h - 1)
+    col_region = np.minimum(((np.arange(width) + 0.5) * w / width).astype(int), w - 1)
+    return region_mask[np.ix_(row_region, col_region)]
+
+
+def box_pixels(box: Sequence[float], input_hw: tuple[int, int]) -> np.ndarray:
+    """H x W mask of the pixels whose centre lies inside ``box``."""
+    height, width = input_hw
+    return _inside(np.arange(height) + 0.5, np.arange(width) + 0.5, box, 0.0)
+
+
+def mask_iou(region_mask: np.ndarray, box: Sequence[float], input_hw: tuple[int, int]) -> float:
+    """IoU, on the input pixel grid, of an h x w region mask with a box."""
+    pixels = _region_mask_pixels(np.asarray(region_mask, dtype=bool), input_hw)
+    target = box_pixels(box, input_hw)
+    union = np.logical_or(pixels, target).sum()
+    return float(np.logical_and(pixels, target).sum() / union) if union else 0.0
+
+
+def topk_iou(
+    score_map: np.ndarray, box: Sequence[float], input_hw: tuple[int, int], fraction: float = DEFAULT_TOP_FRACTION
+) -> float:
+    """IoU of the top-``fraction`` region mask of ``score_map`` with ``box`` (input pixels)."""
+    return mask_iou(top_regions(score_map, fraction), box, input_hw)
+
+
+def centre_map(grid_hw: tuple[int, int]) -> np.ndarray:
+    """An h x w map peaking at the image centre (minus the distance of each region centre to it)."""
+    h, w = grid_hw
+    rows, cols = np.meshgrid(np.arange(h) + 0.5 - h / 2, np.arange(w) + 0.5 - w / 2, indexing="ij")
+    return -np.hypot(rows, cols)
+
+
+def uniform_pointing_chance(
+    box: Sequence[float], grid_hw: tuple[int, int], input_hw: tuple[int, int], tolerance: float = DEFAULT_TOLERANCE
+) -> float:
+    """Expected pointing hit when the argmax is a uniformly random region: the share of regions that hit."""
+    rows, cols = region_centres(grid_hw, input_hw)
+    return float(_inside(rows, cols, box, tolerance).mean())
+
+
+def uniform_iou_chance(
+    box: Sequence[float],
+    grid_hw: tuple[int, int],
+    input_hw: tuple[int, int],
+    fraction: float = DEFAULT_TOP_FRACTION,
+    n_draws: int = 64,
+    seed: int = 0,
+) -> float:
+    """Mean top-k IoU of ``n_draws`` random score maps (i.i.d. uniform scores, seeded)."""
+    rng = np.random.default_rng(seed)
+    return float(np.mean([topk_iou(rng.random(grid_hw), box, input_hw, fraction) for _ in range(n_draws)]))
+
+
+def score_pair(
+    score_map: np.ndarray | None,
+    box: Sequence[float],
+    grid_hw: tuple[int, int],
+    input_hw: tuple[int, int],
+    tolerance: float = DEFAULT_TOLERANCE,
+    fraction: float = DEFAULT_TOP_FRACTION,
+    seed: int = 0,
+) -> dict[str, float]:
+    """All grounding numbers of one (sentence map, box) pair.
+
+    Returns ``pointing`` and ``iou`` (NaN when ``score_map`` is None, e.g. global MI) and the chance levels
+    ``uniform_pointing``, ``uniform_iou``, ``centre_pointing``, ``centre_iou``.
+    """
+    centre = centre_map(grid_hw)
+    out = {
+        "pointing": float("nan") if score_map is None else float(pointing_hit(score_map, box, input_hw, tolerance)),
+        "iou": float("nan") if score_map is None else topk_iou(score_map, box, input_hw, fraction),
+        "uniform_pointing": uniform_pointing_chance(box, grid_hw, input_hw, tolerance),
+        "uniform_iou": uniform_iou_chance(box, grid_hw, input_hw, fraction, seed=seed),
+        "centre_pointing": float(pointing_hit(centre, box, input_hw, tolerance)),
+        "centre_iou": topk_iou(centre, box, input_hw, fraction),
+    }
+    return out
+
+
+SCORE_COLUMNS = ("pointing", "iou", "uniform_pointing", "uniform_iou", "centre_pointing", "centre_iou")
+
+
+def summarize_grounding(
+    pairs: pd.DataFrame, n_bootstrap: int = 1000, seed: int = 0, columns: Sequence[str] = SCORE_COLUMNS
+) -> pd.DataFrame:
+    """Mean of each score per finding type and overall, with patient-level bootstrap 95% CIs.
+
+    Args:
+        pairs: one row per (image, finding) with ``label``, ``subject_id`` and the score columns.
+        n_bootstrap: B draws (0: no CIs).
+        seed: bootstrap seed.
+        columns: score columns to summarize (all-NaN columns give NaN means, e.g. a model without maps).
+
+    Returns:
+        One row per ``(label, score)``: ``label, score, n, mean, ci_low, ci_high`` (label ``"overall"`` last).
+    """
+    rows = []
+    groups = [(name, part) for name, part in pairs.groupby("label", sort=True)] + [(OVERALL, pairs)]
+    for name, part in groups:
+        weights = patient_bootstrap_weights(part["subject_id"].astype(str).to_numpy(), n_bootstrap, seed)
+        for column in columns:
+            values = part[column].to_numpy(dtype=np.float64)
+            if np.isnan(values).all():
+                rows.append({"label": name, "score": column, "n": len(values), "mean": np.nan, "ci_low": np.nan, "ci_high": np.nan})
+                continue
+            low = high = np.nan
+            if n_bootstrap > 0:
+                totals = weights.sum(1)
+                draws = (weights @ values)[totals > 0] / totals[totals > 0]
+                low, high = np.percentile(draws, [2.5, 97.5])
+            rows.append({"label": name, "score": column, "n": len(values), "mean": float(values.mean()), "ci_low": float(low), "ci_high": float(high)})
+    return pd.DataFrame(rows, columns=["label", "score", "n", "mean", "ci_low", "ci_high"])

@@ -1,0 +1,80 @@
+"""The pretraining network: image encoder + text encoder, returning the feature dict the MI objectives read.
+
+MONAI's ``SupervisedTrainer`` calls it through ``monai.engines.utils.PrepareBatchExtraInput`` as
+``network(image, input_ids=..., attention_mask=..., sentence_ids=..., image_view2=...)``.
+"""
+
+from __future__ import annotations
+
+import torch
+from monai.data import MetaTensor
+from torch import nn
+
+from radmi.models.image import ImageEncoder
+from radmi.models.text import TextEncoder
+
+
+def _plain(x: torch.Tensor) -> torch.Tensor:
+    # MetaTensor bookkeeping on every conv costs time and carries nothing the losses need
+    return x.as_tensor() if isinstance(x, MetaTensor) else x
+
+
+class ImageTextModel(nn.Module):
+    """Joint image-text encoder for local MI, global MI and TVDIM pretraining.
+
+    Args:
+        image_encoder: maps ``B x 1 x H x W`` to ``(B x E, B x E x h x w)``.
+        text_encoder: maps token tensors to tokens/sentences/sentence_mask/global with the same E.
+
+    ``forward`` returns (shapes as in docs/architecture.md):
+
+    - ``image_global`` B x E, ``image_local`` B x E x h x w;
+    - ``text_tokens`` B x T x E, ``text_sentences`` B x K x E, ``sentence_mask`` B x K bool, ``text_global`` B x E;
+    - with ``image_view2`` (TVDIM's second augmented view): ``image_global_view2``, ``image_local_view2``.
+    """
+
+    def __init__(self, image_encoder: ImageEncoder, text_encoder: TextEncoder) -> None:
+        super().__init__()
+        if image_encoder.embed_dim != text_encoder.embed_dim:
+            raise ValueError(
+                f"image and text embeddings differ in size ({image_encoder.embed_dim} vs {text_encoder.embed_dim}); "
+                "set ImageEncoder(embed_dim=...) or TextEncoder(embed_dim=...) so they match"
+            )
+        self.image_encoder = image_encoder
+        self.text_encoder = text_encoder
+
+    @property
+    def embed_dim(self) -> int:
+        return self.image_encoder.embed_dim
+
+    def forward(
+        self,
+        image: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        sentence_ids: torch.Tensor,
+        image_view2: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Encode ``image`` (B x 1 x H x W), the report tokens (B x T each) and optionally a second view."""
+        image = _plain(image)
+        batch = image.shape[0]
+        if image_view2 is not None:
+            # one encoder call for both views keeps the GPU busy with one large batch
+            both_global, both_local = self.image_encoder(torch.cat([image, _plain(image_view2)], dim=0))
+            image_global, image_global_view2 = both_global[:batch], both_global[batch:]
+            image_local, image_local_view2 = both_local[:batch], both_local[batch:]
+        else:
+            image_global, image_local = self.image_encoder(image)
+        text = self.text_encoder(_plain(input_ids), _plain(attention_mask), _plain(sentence_ids))
+        out = {
+            "image_global": image_global,
+            "image_local": image_local,
+            "text_tokens": text["tokens"],
+            "text_sentences": text["sentences"],
+            "sentence_mask": text["sentence_mask"],
+            "text_global": text["global"],
+        }
+        if image_view2 is not None:
+            out["image_global_view2"] = image_global_view2
+            out["image_local_view2"] = image_local_view2
+        return out

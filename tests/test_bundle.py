@@ -1,0 +1,146 @@
+"""Exporting a classification run as a MONAI bundle, verifying it, and MONAI's own bundle tools on it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from radmi.bundle.export import export_run, write_zip
+from radmi.bundle.verify import check_net_in_out, check_torchscript, verify_bundle
+from radmi.cli import main as radmi_main
+from radmi.data.labels import CHEXPERT_LABELS
+from radmi.errors import BundleError
+from tests._bundle_fixtures import TINY_ENCODER, TINY_SIZE, make_tiny_run
+
+NAME = "radmi_cxr_findings"
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bundle")
+    model = make_tiny_run(root / "run")
+    result = export_run(root / "run", root / "out", name=NAME, version="1.2.3", changelog="tiny test run")
+    return model, result
+
+
+def test_export_writes_folder_zip_and_hash(exported):
+    model, result = exported
+    assert result.bundle_dir.name == NAME
+    for name in ("configs/metadata.json", "configs/inference.json", "models/model.pt", "docs/README.md", "LICENSE"):
+        assert (result.bundle_dir / name).is_file(), name
+    assert result.zip_path.name == f"{NAME}_v1.2.3.zip"
+    digest = hashlib.sha256(result.zip_path.read_bytes()).hexdigest()
+    assert result.sha256 == digest
+    assert result.sha256_path.read_text() == f"{digest}  {result.zip_path.name}\n"
+    with zipfile.ZipFile(result.zip_path) as archive:
+        names = archive.namelist()
+    # the layout monai.bundle download unpacks: everything under one folder named after the bundle
+    assert all(n.startswith(f"{NAME}/") for n in names)
+    assert f"{NAME}/models/model.pt" in names
+
+
+def test_export_records_the_run_in_configs(exported):
+    model, result = exported
+    metadata = json.loads((result.bundle_dir / "configs" / "metadata.json").read_text())
+    assert metadata["version"] == "1.2.3"
+    assert metadata["changelog"]["1.2.3"] == "tiny test run"
+    assert metadata["network_data_format"]["inputs"]["image"]["spatial_shape"] == [TINY_SIZE, TINY_SIZE]
+    assert metadata["required_packages_version"]["radmi"]
+    channel_def = metadata["network_data_format"]["outputs"]["pred"]["channel_def"]
+    assert [channel_def[str(i)] for i in range(14)] == list(CHEXPERT_LABELS)
+    inference = json.loads((result.bundle_dir / "configs" / "inference.json").read_text())
+    assert inference["image_size"] == TINY_SIZE
+    assert inference["network_def"]["_target_"] == "radmi.models.heads.FindingClassifier"
+    assert inference["network_def"]["image_encoder"] == TINY_ENCODER
+    shipped = torch.load(result.bundle_dir / "models" / "model.pt", weights_only=True)
+    for key, value in model.state_dict().items():
+        assert torch.equal(shipped[key], value), key
+
+
+def test_zip_is_reproducible(exported, tmp_path):
+    _, result = exported
+    write_zip(result.bundle_dir, tmp_path / "again.zip")
+    assert hashlib.sha256((tmp_path / "again.zip").read_bytes()).hexdigest() == result.sha256
+
+
+def test_verify_accepts_matching_hash_and_refuses_a_mismatch(exported, tmp_path):
+    _, result = exported
+    report = verify_bundle(result.zip_path, sha256=result.sha256)
+    assert report.sha256 == result.sha256
+    assert report.checks[0] == "SHA256 matches"
+    with pytest.raises(BundleError, match="SHA256 mismatch"):
+        verify_bundle(result.zip_path, sha256="0" * 64)
+    # a tampered copy is refused through the .sha256 file beside it
+    tampered = tmp_path / result.zip_path.name
+    tampered.write_bytes(result.zip_path.read_bytes() + b"\0")
+    (tmp_path / result.sha256_path.name).write_text(result.sha256_path.read_text())
+    with pytest.raises(BundleError, match="SHA256 mismatch"):
+        verify_bundle(tampered)
+
+
+def test_verify_command_exit_status(exported, capsys):
+    _, result = exported
+    assert radmi_main(["bundle", "verify", str(result.zip_path), "--sha256", "f" * 64]) == 1
+    assert "SHA256 mismatch" in capsys.readouterr().err
+
+
+def test_torchscript_export_matches_the_run(exported, tmp_path):
+    model, result = exported
+    metadata = json.loads((result.bundle_dir / "configs" / "metadata.json").read_text())
+    ts_path = check_torchscript(result.bundle_dir, metadata, keep=True)
+    try:
+        scripted = torch.jit.load(str(ts_path))
+        x = torch.rand(2, 1, TINY_SIZE, TINY_SIZE, generator=torch.Generator().manual_seed(1))
+        with torch.no_grad():
+            torch.testing.assert_close(scripted(x), model(x), atol=1e-5, rtol=1e-5)
+        # MONAI stores the metadata inside the TorchScript file
+        extra = {"metadata.json": ""}
+        torch.jit.load(str(ts_path), _extra_files=extra)
+        assert json.loads(extra["metadata.json"])["version"] == "1.2.3"
+    finally:
+        ts_path.unlink()
+
+
+def test_monai_verify_net_in_out_cli(exported):
+    _, result = exported
+    cmd = [
+        sys.executable, "-m", "monai.bundle", "verify_net_in_out", "network_def",
+        "--meta_file", "configs/metadata.json", "--config_file", "configs/inference.json", "--device", "cpu",
+    ]  # fmt: skip
+    done = subprocess.run(cmd, cwd=result.bundle_dir, capture_output=True, text=True, env=os.environ.copy())
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "data shape of network is verified with no error" in done.stdout + done.stderr
+
+
+def test_net_in_out_mismatch_is_a_bundle_error(exported, tmp_path):
+    _, result = exported
+    broken = tmp_path / NAME
+    broken.mkdir()
+    for sub in ("configs", "models"):
+        (broken / sub).mkdir()
+    (broken / "configs" / "inference.json").write_text((result.bundle_dir / "configs" / "inference.json").read_text())
+    metadata = json.loads((result.bundle_dir / "configs" / "metadata.json").read_text())
+    metadata["network_data_format"]["outputs"]["pred"]["num_channels"] = 13
+    (broken / "configs" / "metadata.json").write_text(json.dumps(metadata))
+    with pytest.raises(BundleError, match="output channel number"):
+        check_net_in_out(broken)
+
+
+def test_export_refuses_weights_that_do_not_fit(tmp_path):
+    make_tiny_run(tmp_path / "run")
+    model_json = tmp_path / "run" / "models" / "model.json"
+    config = json.loads(model_json.read_text())
+    config["image_encoder"]["embed_dim"] = 32  # the weights were saved with 16
+    model_json.write_text(json.dumps(config))
+    with pytest.raises(BundleError, match="does not fit network_def"):
+        export_run(tmp_path / "run", tmp_path / "out", name=NAME)
+    assert not (tmp_path / "out" / NAME).exists()
+    assert not list((tmp_path / "out").glob("*.zip"))
