@@ -131,7 +131,15 @@ def xray_dataset(
 def sr_dataset() -> FileDataset:
     """A structured-report-like object: valid DICOM, Modality SR, no PixelData."""
     ds = xray_dataset(known_pixels(4, 4))
-    for keyword in ("PixelData", "Rows", "Columns", "BitsAllocated", "BitsStored", "HighBit", "SamplesPerPixel"):
+    for keyword in (
+        "PixelData",
+        "Rows",
+        "Columns",
+        "BitsAllocated",
+        "BitsStored",
+        "HighBit",
+        "SamplesPerPixel",
+    ):
         delattr(ds, keyword)
     ds.Modality = "SR"
     ds.SOPClassUID = uid.BasicTextSRStorage

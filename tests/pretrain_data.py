@@ -36,7 +36,9 @@ def _draw(rng: np.random.Generator, size: int, zone: str, wide_heart: bool) -> n
     return np.clip(image * 255, 0, 255).astype(np.uint8)
 
 
-def write_tiny_manifest(root: str | Path, n_train: int = 16, n_validate: int = 8, size: int = 64, seed: int = 0) -> Path:
+def write_tiny_manifest(
+    root: str | Path, n_train: int = 16, n_validate: int = 8, size: int = 64, seed: int = 0
+) -> Path:
     """Write images, reports and ``manifest.csv`` under ``root``; one image per study, returns the manifest path."""
     root = Path(root)
     (root / "images").mkdir(parents=True, exist_ok=True)
@@ -92,3 +94,61 @@ def write_tiny_bert(folder: str | Path) -> Path:
     for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
         shutil.copy(minilm / name, folder / name)
     return folder
+
+
+#: Recipe overrides that make a pretraining run take seconds on one CPU core (64 px cache, 56 px crops).
+TINY_OVERRIDES = {
+    "backbone": "resnet18",
+    "embed_dim": 32,
+    "image_size": 64,
+    "crop_size": 56,
+    "max_length": 32,
+    "batch_size": 4,
+    "val_batch_size": 8,
+    "num_workers": 0,
+    "prepare_workers": 1,
+    "warmup_iterations": 2,
+    "amp": "none",
+    "progress_bar": False,
+}
+
+
+def prepare_tiny(root: str | Path) -> dict[str, Path]:
+    """Manifest, prepared cache and tiny BERT under ``root``: ``{"manifest", "cache", "bert"}``."""
+    from radmi.data.cache import prepare_cache
+
+    root = Path(root)
+    manifest = write_tiny_manifest(root / "data")
+    bert = write_tiny_bert(root / "bert")
+    cache = root / "cache"
+    prepare_cache(manifest, cache, size=64, max_length=32, workers=1, progress=False)
+    return {"manifest": manifest, "cache": cache, "bert": bert}
+
+
+def set_args(overrides: dict) -> list[str]:
+    """``{"k": v}`` -> ``["--set", "k=<json v>", ...]`` for ``radmi pretrain``."""
+    import json
+
+    args: list[str] = []
+    for key, value in overrides.items():
+        args += ["--set", f"{key}={json.dumps(value)}"]
+    return args
+
+
+class PoisonedBatch:
+    """A ``PretrainBatch`` stand-in that turns the images of its ``nan_at``-th call (1-based) into NaN."""
+
+    def __init__(self, nan_at: int, **kwargs) -> None:
+        from radmi.engines.pretrain import PretrainBatch
+
+        self.inner = PretrainBatch(**kwargs)
+        self.augment = self.inner.augment
+        self.nan_at = nan_at
+        self.calls = 0
+
+    def __call__(self, batchdata, device=None, non_blocking=False, **kwargs):
+        self.calls += 1
+        image, targets, args, extra = self.inner(batchdata, device, non_blocking, **kwargs)
+        if self.calls == self.nan_at:
+            image = image * float("nan")
+        return image, targets, args, extra

@@ -15,7 +15,14 @@ from torch.utils.data import DataLoader
 
 import radmi.data.cache as cache_module
 from radmi.cli import main as radmi_main
-from radmi.data.cache import CachedDataset, check_cache, finalize_cache, is_cache, prepare_cache
+from radmi.data.cache import (
+    CachedDataset,
+    check_cache,
+    collate_cached,
+    finalize_cache,
+    is_cache,
+    prepare_cache,
+)
 from radmi.data.labels import CHEXPERT_LABELS
 from radmi.data.manifest import MANIFEST_COLUMNS, read_manifest, write_manifest
 from radmi.data.pipeline import sample_transform
@@ -90,7 +97,13 @@ def direct(manifest) -> dict[int, dict]:
 
 
 def _prepare(manifest, out, **kwargs):
-    kwargs = {"size": SIZE, "max_length": MAX_LENGTH, "workers": 1, "chunk_size": 3, "progress": False} | kwargs
+    kwargs = {
+        "size": SIZE,
+        "max_length": MAX_LENGTH,
+        "workers": 1,
+        "chunk_size": 3,
+        "progress": False,
+    } | kwargs
     return prepare_cache(manifest, out, **kwargs)
 
 
@@ -146,8 +159,10 @@ def test_cached_samples_equal_the_direct_pipeline(manifest, direct, cache_u8, tm
 
 def test_bad_rows_listed_and_counted_exactly(manifest, cache_u8):
     info = json.loads((cache_u8 / "cache.json").read_text())
-    assert info["counts"]["rows"] == ROWS and info["counts"]["kept"] == ROWS - 2 and info["counts"]["bad"] == 2
-    assert info["counts"]["kept_by_split"] == {"test": 1, "train": 6, "validate": 2}
+    assert (
+        info["counts"]["rows"] == ROWS and info["counts"]["kept"] == ROWS - 2 and info["counts"]["bad"] == 2
+    )
+    assert info["counts"]["kept_by_split"] == {"test": 1, "train": 6, "validate": 1}
     bad = {item["row"]: item for item in info["bad_rows"]}
     assert sorted(bad) == [BAD_IMAGE_ROW, BAD_REPORT_ROW]
     assert Path(bad[BAD_IMAGE_ROW]["file"]).name == f"img{BAD_IMAGE_ROW}.dcm"
@@ -174,6 +189,11 @@ def test_split_filter_and_batched_loader(cache_u8):
     assert batch["dicom_id"] == list(train.index["dicom_id"][:4])
     singles = [train[i] for i in range(4)]  # __getitem__ and __getitems__ agree
     assert torch.equal(batch["image"], torch.stack([s["image"] for s in singles]))
+    # the fast collate (no second stacking) gives the same batch
+    fast = next(iter(DataLoader(train, batch_size=4, shuffle=False, collate_fn=collate_cached)))
+    assert fast.keys() == batch.keys()
+    for key, value in batch.items():
+        assert torch.equal(fast[key], value) if isinstance(value, torch.Tensor) else fast[key] == value
 
 
 def test_resume_after_interrupt_gives_the_same_cache(manifest, cache_u8, tmp_path, monkeypatch):
@@ -199,7 +219,15 @@ def test_resume_after_interrupt_gives_the_same_cache(manifest, cache_u8, tmp_pat
     monkeypatch.setattr(cache_module, "_process_chunk", real)
     summary = _prepare(manifest, out)
     assert summary.complete and summary.processed == ROWS - 6 and summary.bad == 2
-    for name in ("images", "input_ids", "attention_mask", "sentence_ids", "labels", "label_mask", "edema_severity"):
+    for name in (
+        "images",
+        "input_ids",
+        "attention_mask",
+        "sentence_ids",
+        "labels",
+        "label_mask",
+        "edema_severity",
+    ):
         one = np.load(cache_u8 / f"shards/00000-of-00001/{name}.npy")
         assert np.array_equal(np.load(out / f"shards/00000-of-00001/{name}.npy"), one), name
     assert (out / "index.csv").read_text() == (cache_u8 / "index.csv").read_text()

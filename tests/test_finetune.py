@@ -68,8 +68,13 @@ def test_linear_mode_keeps_encoder_bit_identical(tiny_manifest, tmp_path):
     before = _state(pretrained)
     out = tmp_path / "run"
     workflow = run_recipe(
-        "train.json", out=out, dataset_dir=tiny_manifest, output_dir=str(out), init=str(tmp_path / "pretrain"),
-        mode="linear", **TINY,
+        "train.json",
+        out=out,
+        dataset_dir=tiny_manifest,
+        output_dir=str(out),
+        init=str(tmp_path / "pretrain"),
+        mode="linear",
+        **TINY,
     )
     network = workflow.parser.get_parsed_content("network")
     after = _state(network.image_encoder)
@@ -82,17 +87,42 @@ def test_linear_mode_keeps_encoder_bit_identical(tiny_manifest, tmp_path):
     assert (out / "models" / "model.pt").is_file() and (out / "models" / "model.json").is_file()
     assert json.loads((out / "models" / "model.json").read_text())["freeze_encoder"] is True
     reloaded = load_finding_classifier(out)
-    assert not torch.equal(reloaded.findings_head.weight, torch.zeros_like(reloaded.findings_head.weight))
+    assert torch.equal(
+        reloaded.image_encoder.state_dict()["local_projection.weight"], before["local_projection.weight"]
+    )
+    # the optimizer holds exactly the findings head (weight and bias)
+    optimizer = workflow.parser.get_parsed_content("optimizer")
+    head = {id(p) for p in network.findings_head.parameters()}
+    assert {id(p) for group in optimizer.param_groups for p in group["params"]} == head
     assert (out / "config.json").is_file() and any((out / "tensorboard").iterdir())
 
+    # evaluation of the same run through the command line
+    from radmi.cli import main
 
+    assert main(["evaluate", str(out), "--data", tiny_manifest, "--split", "test", "--bootstrap", "50"]) == 0
+    result = json.loads((out / "eval" / "test" / "metrics.json").read_text())
+    assert result["n_samples"] == 6 and result["n_patients"] == 3
+    assert result["auroc"]["Cardiomegaly"]["status"] == "ok"
+    assert result["run"]["split"] == "test"
+    assert (out / "eval" / "test" / "roc.png").stat().st_size > 0
+    table = pd.read_csv(out / "eval" / "test" / "metrics.csv")
+    assert set(table["name"]) >= {"macro", "Cardiomegaly"}
+
+
+@pytest.mark.slow
 def test_finetune_mode_trains_encoder(tiny_manifest, tmp_path):
     from radmi.commands.finetune import run_recipe
 
     out = tmp_path / "run"
     workflow = run_recipe(
-        "train.json", out=out, dataset_dir=tiny_manifest, output_dir=str(out), init="random", mode="finetune",
-        seed=1, **{**TINY, "max_epochs": 1},
+        "train.json",
+        out=out,
+        dataset_dir=tiny_manifest,
+        output_dir=str(out),
+        init="random",
+        mode="finetune",
+        seed=1,
+        **{**TINY, "max_epochs": 1},
     )
     network = workflow.parser.get_parsed_content("network")
     assert all(p.requires_grad for p in network.parameters())

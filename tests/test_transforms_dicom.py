@@ -86,7 +86,9 @@ def test_rescale_slope_intercept_without_voi(tmp_path):
 @pytest.mark.parametrize("photometric", ["MONOCHROME1", "MONOCHROME2"])
 def test_window_after_rescale(tmp_path, photometric):
     stored = known_pixels(bits_stored=12)
-    ds = xray_dataset(stored, bits_stored=12, rescale=(2.0, -1000.0), window=(2000.0, 3001.0), photometric=photometric)
+    ds = xray_dataset(
+        stored, bits_stored=12, rescale=(2.0, -1000.0), window=(2000.0, 3001.0), photometric=photometric
+    )
     path = write_dicom(tmp_path / "w.dcm", ds)
     expected = linear_window(stored * 2.0 - 1000.0, 2000.0, 3001.0)
     if photometric == "MONOCHROME1":
@@ -121,17 +123,21 @@ def test_sigmoid_window(tmp_path):
 def test_modality_lut_sequence(tmp_path):
     stored = known_pixels(bits_stored=10)
     lut = np.arange(1024)[::-1] * 3 + 7  # decreasing: entries 7..3076
-    path = write_dicom(tmp_path / "m.dcm", xray_dataset(stored, bits_stored=10, modality_lut=(lut, 0, 16)))  # 8 or 16 bits (PS3.3 C.11.1.1.1)
+    path = write_dicom(
+        tmp_path / "m.dcm", xray_dataset(stored, bits_stored=10, modality_lut=(lut, 0, 16))
+    )  # 8 or 16 bits (PS3.3 C.11.1.1.1)
     np.testing.assert_allclose(load(path, voi="none"), (lut[stored] - 7) / (3076.0 - 7), rtol=0, atol=1e-7)
 
 
 def test_table_path_equals_per_pixel_path(tmp_path, monkeypatch):
     """The stored-value table (fast path) gives the same floats as running pydicom on every pixel."""
     stored = known_pixels(bits_stored=14)
-    ds = xray_dataset(stored, bits_stored=14, rescale=(1.5, -20.0), window=(9000, 12000), photometric="MONOCHROME1")
+    ds = xray_dataset(
+        stored, bits_stored=14, rescale=(1.5, -20.0), window=(9000, 12000), photometric="MONOCHROME1"
+    )
     path = write_dicom(tmp_path / "t.dcm", ds)
     fast = load(path)
-    monkeypatch.setattr(dicom_module, "_LUT_MAX_BITS", 0)
+    monkeypatch.setattr(dicom_module, "_TABLE_MAX_BYTES", 0)
     np.testing.assert_array_equal(load(path), fast)
 
 
@@ -168,7 +174,9 @@ def test_pixel_spacing_wins_over_imager_pixel_spacing_and_missing_is_nan(tmp_pat
 @pytest.mark.parametrize("bits", [12, 16])
 def test_lossless_syntax_matches_uncompressed_twin(tmp_path, syntax, bits):
     stored = known_pixels(bits_stored=bits, seed=bits)
-    plain = write_dicom(tmp_path / "plain.dcm", xray_dataset(stored, bits_stored=bits, photometric="MONOCHROME1"))
+    plain = write_dicom(
+        tmp_path / "plain.dcm", xray_dataset(stored, bits_stored=bits, photometric="MONOCHROME1")
+    )
     packed = write_dicom(
         tmp_path / "packed.dcm", xray_dataset(stored, bits_stored=bits, photometric="MONOCHROME1"), syntax
     )
@@ -215,7 +223,9 @@ def _pydicom_reference(name: str) -> np.ndarray:
     ds = pydicom.dcmread(get_testdata_file(name))
     values = apply_voi_lut(apply_modality_lut(ds.pixel_array, ds), ds)
     signed = ds.PixelRepresentation == 1
-    low, high = (-(2 ** (ds.BitsStored - 1)), 2 ** (ds.BitsStored - 1) - 1) if signed else (0, 2**ds.BitsStored - 1)
+    low, high = (
+        (-(2 ** (ds.BitsStored - 1)), 2 ** (ds.BitsStored - 1) - 1) if signed else (0, 2**ds.BitsStored - 1)
+    )
     slope, intercept = float(ds.get("RescaleSlope", 1)), float(ds.get("RescaleIntercept", 0))
     low, high = low * slope + intercept, high * slope + intercept
     unit = np.clip((values - low) / (high - low), 0, 1)
@@ -229,7 +239,9 @@ def test_pydicom_test_files_match_pydicom_pipeline(name):
     np.testing.assert_allclose(load(get_testdata_file(name)), _pydicom_reference(name), rtol=0, atol=2e-7)
 
 
-@pytest.mark.parametrize("name", ["MR_small_RLE.dcm", "MR_small_jpeg_ls_lossless.dcm", "MR_small_jp2klossless.dcm"])
+@pytest.mark.parametrize(
+    "name", ["MR_small_RLE.dcm", "MR_small_jpeg_ls_lossless.dcm", "MR_small_jp2klossless.dcm"]
+)
 def test_pydicom_compressed_twins_of_mr_small(name):
     np.testing.assert_array_equal(load(get_testdata_file(name)), load(get_testdata_file("MR_small.dcm")))
 
@@ -286,7 +298,9 @@ def test_multi_frame(tmp_path):
 
 def test_colour(tmp_path):
     rgb = np.repeat(known_pixels(bits_stored=8)[..., None], 3, axis=-1)
-    path = write_dicom(tmp_path / "rgb.dcm", xray_dataset(rgb, bits_stored=8, photometric="RGB", samples_per_pixel=3))
+    path = write_dicom(
+        tmp_path / "rgb.dcm", xray_dataset(rgb, bits_stored=8, photometric="RGB", samples_per_pixel=3)
+    )
     _assert_dicom_error(path, "colour")
     _assert_dicom_error(get_testdata_file("SC_rgb_rle.dcm"), "colour")
     _assert_dicom_error(get_testdata_file("examples_palette.dcm"), "colour")
@@ -327,7 +341,9 @@ def test_monai_pydicom_reader_differs_as_documented(tmp_path):
     np.testing.assert_array_equal(stock.meta["spacing"], [1.0, 1.0])
     ours = LoadXRayDicom()(path)
     assert tuple(ours.shape) == (1, 67, 45)
-    np.testing.assert_array_equal(ours[0].numpy(), (1.0 - stock.numpy().T.astype(np.float64) / 4095.0).astype(np.float32))
+    np.testing.assert_array_equal(
+        ours[0].numpy(), (1.0 - stock.numpy().T.astype(np.float64) / 4095.0).astype(np.float32)
+    )
 
 
 # ------------------------------------------------------------------------------------ dictionary and dispatcher

@@ -151,8 +151,10 @@ def write_zip(bundle_dir: Path, zip_path: Path) -> None:
     files = sorted(p for p in bundle_dir.rglob("*") if p.is_file())
     with zipfile.ZipFile(zip_path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for path in files:
-            info = zipfile.ZipInfo(f"{bundle_dir.name}/{path.relative_to(bundle_dir).as_posix()}", date_time=_ZIP_TIME)
-            info.compress_type = zipfile.ZIP_DEFLATED
+            relative = path.relative_to(bundle_dir).as_posix()
+            info = zipfile.ZipInfo(f"{bundle_dir.name}/{relative}", date_time=_ZIP_TIME)
+            # float weights barely compress: storing them saves seconds per export for a percent or two of size
+            info.compress_type = zipfile.ZIP_STORED if relative.startswith("models/") else zipfile.ZIP_DEFLATED
             info.external_attr = 0o644 << 16
             archive.writestr(info, path.read_bytes())
 

@@ -19,17 +19,28 @@ BUNDLE = "radmi_cxr_findings"
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--data", required=True, type=Path, help="a demo-data or MIMIC-CXR folder, a manifest CSV, or a prepared cache"
+        "--data",
+        required=True,
+        type=Path,
+        help="a demo-data or MIMIC-CXR folder, a manifest CSV, or a prepared cache",
     )
     parser.add_argument(
         "--init", help="image encoder start: 'random', a pretraining run directory or an image_encoder.pt"
     )
-    parser.add_argument("--mode", choices=("linear", "finetune"), help="linear probe (frozen encoder) or fine-tune all")
-    parser.add_argument("--label-fraction", type=float, help="fraction of training patients with labels (0.01, 0.1, 1.0)")
-    parser.add_argument("--seed", type=int, help="seed of the label subsample, initialization and batch order")
+    parser.add_argument(
+        "--mode", choices=("linear", "finetune"), help="linear probe (frozen encoder) or fine-tune all"
+    )
+    parser.add_argument(
+        "--label-fraction", type=float, help="fraction of training patients with labels (0.01, 0.1, 1.0)"
+    )
+    parser.add_argument(
+        "--seed", type=int, help="seed of the label subsample, initialization and batch order"
+    )
     parser.add_argument("--epochs", type=int, help="maximum epochs (early stopping may end sooner)")
     parser.add_argument("--edema", action="store_true", help="also train the 4-way edema severity head")
-    parser.add_argument("--out", required=True, type=Path, help="run directory (models/, tensorboard/, config.json)")
+    parser.add_argument(
+        "--out", required=True, type=Path, help="run directory (models/, tensorboard/, config.json)"
+    )
     parser.add_argument(
         "--set",
         action="append",

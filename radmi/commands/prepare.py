@@ -20,16 +20,30 @@ from radmi.models.hub import OFFLINE_DEFAULT
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("manifest", help="manifest CSV (see data_manifests/README.md)")
     parser.add_argument("--out", required=True, help="cache folder to create or resume")
-    parser.add_argument("--size", type=int, default=256, help="side of the stored square images, px (default 256)")
     parser.add_argument(
-        "--workers", type=int, default=min(8, os.cpu_count() or 1), help="decoding processes (default: CPUs, max 8)"
+        "--size", type=int, default=256, help="side of the stored square images, px (default 256)"
     )
-    parser.add_argument("--shard", default=None, metavar="I/N", help="prepare only slice I of N (from 0), e.g. 0/4")
-    parser.add_argument("--tokenizer", default=OFFLINE_DEFAULT, help=f"tokenizer name or folder (default {OFFLINE_DEFAULT})")
-    parser.add_argument("--max-length", type=int, default=128, help="tokens per report, padded (default 128)")
-    parser.add_argument("--dtype", choices=("uint8", "uint16"), default="uint8", help="stored pixel type (default uint8)")
     parser.add_argument(
-        "--on-error", choices=("skip", "raise"), default="skip", help="skip: list bad rows and go on (default)"
+        "--workers",
+        type=int,
+        default=min(8, os.cpu_count() or 1),
+        help="decoding processes (default: CPUs, max 8)",
+    )
+    parser.add_argument(
+        "--shard", default=None, metavar="I/N", help="prepare only slice I of N (from 0), e.g. 0/4"
+    )
+    parser.add_argument(
+        "--tokenizer", default=OFFLINE_DEFAULT, help=f"tokenizer name or folder (default {OFFLINE_DEFAULT})"
+    )
+    parser.add_argument("--max-length", type=int, default=128, help="tokens per report, padded (default 128)")
+    parser.add_argument(
+        "--dtype", choices=("uint8", "uint16"), default="uint8", help="stored pixel type (default uint8)"
+    )
+    parser.add_argument(
+        "--on-error",
+        choices=("skip", "raise"),
+        default="skip",
+        help="skip: list bad rows and go on (default)",
     )
     parser.add_argument(
         "--finalize", action="store_true", help="only write index.csv + cache.json once all shards are done"
@@ -43,7 +57,9 @@ def run(args: argparse.Namespace) -> int:
     if args.finalize:
         info = finalize_cache(args.out, args.manifest)
         counts = info["counts"]
-        print(f"cache complete: {counts['kept']} kept, {counts['bad']} bad of {counts['rows']} rows -> {args.out}")
+        print(
+            f"cache complete: {counts['kept']} kept, {counts['bad']} bad of {counts['rows']} rows -> {args.out}"
+        )
         return 0
     summary = prepare_cache(
         args.manifest,
@@ -64,7 +80,9 @@ def run(args: argparse.Namespace) -> int:
     for item in summary.bad_rows[:20]:
         print(f"  bad row {item['row']}: {item['file']}: {item['reason']}")
     if summary.bad > 20:
-        print(f"  ... {summary.bad - 20} more, all listed in {summary.cache_dir / 'cache.json'} once complete")
+        print(
+            f"  ... {summary.bad - 20} more, all listed in {summary.cache_dir / 'cache.json'} once complete"
+        )
     if summary.complete:
         print(f"cache ready: {summary.cache_dir.resolve()} (read it with radmi.data.cache.CachedDataset)")
     else:

@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from radmi.errors import TrainingError
+from radmi.errors import RadmiError, TrainingError
 
 logger = logging.getLogger(__name__)
 
@@ -27,13 +27,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
         type=Path,
         help="a demo-data or MIMIC-CXR folder, a manifest CSV, or a cache made by `radmi prepare`",
     )
-    parser.add_argument("--out", required=True, type=Path, help="run directory (checkpoints, models, TensorBoard)")
-    parser.add_argument("--objective", choices=("local", "global", "tvdim"), help="MI objective (recipe: local)")
+    parser.add_argument(
+        "--out", required=True, type=Path, help="run directory (checkpoints, models, TensorBoard)"
+    )
+    parser.add_argument(
+        "--objective", choices=("local", "global", "tvdim"), help="MI objective (recipe: local)"
+    )
     parser.add_argument("--epochs", type=int, help="number of epochs")
     parser.add_argument("--amp", choices=("bf16", "fp16", "none"), help="mixed precision on CUDA")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     parser.add_argument(
-        "--tracking", choices=("mlflow",), help="also log to MLflow (MONAI's bundle tracking; pip install mlflow)"
+        "--tracking",
+        choices=("mlflow",),
+        help="also log to MLflow (MONAI's bundle tracking; pip install mlflow)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument(
@@ -70,6 +76,17 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return overrides
 
 
+def radmi_cause(err: BaseException) -> RadmiError | None:
+    """The first radmi error in ``err``'s chain of causes, if any."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, RadmiError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     from monai.bundle import ConfigWorkflow
 
@@ -101,8 +118,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"radmi pretrain: recipe {config}")
         print(f"  checkpoints: {out / 'checkpoints'}")
         print(f"  TensorBoard: tensorboard --logdir {out / 'tensorboard'}")
-    workflow.run()
-    workflow.finalize()
+    try:
+        workflow.run()
+    except RuntimeError as err:
+        # MONAI's config runner wraps errors of the run expression; show the radmi error itself
+        cause = radmi_cause(err)
+        if cause is None:
+            raise
+        raise cause from err
+    finally:
+        workflow.finalize()
     if is_rank_zero():
         print(f"radmi pretrain: done; encoders and critic in {out / 'models'}")
     return 0

@@ -36,7 +36,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from radmi import __version__
-from radmi.data.cache_dataset import CachedDataset
+from radmi.data.cache_dataset import CachedBatch, CachedDataset, collate_cached
 from radmi.data.cache_store import (
     CACHE_JSON,
     FORMAT_VERSION,
@@ -63,9 +63,11 @@ from radmi.models.hub import OFFLINE_DEFAULT
 
 __all__ = [
     "CacheSummary",
+    "CachedBatch",
     "CachedDataset",
     "cache_params",
     "check_cache",
+    "collate_cached",
     "finalize_cache",
     "is_cache",
     "load_cache_info",

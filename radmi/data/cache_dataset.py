@@ -1,7 +1,11 @@
 """``CachedDataset``: the samples of a prepared cache, straight from its memory maps.
 
 Reading a sample is a few array slices: no DICOM decoding, no resizing, no tokenizing. ``__getitems__`` reads a
-whole batch with one fancy index per array, which ``torch.utils.data.DataLoader`` uses automatically.
+whole batch with one fancy index per array, which ``torch.utils.data.DataLoader`` uses automatically; with
+``collate_fn=collate_cached`` the batch is not stacked a second time::
+
+    loader = DataLoader(CachedDataset("cache256", split="train"), batch_size=64, shuffle=True,
+                        collate_fn=collate_cached)
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from monai.data import Dataset
+from monai.data import Dataset, list_data_collate
+from torch.utils.data import get_worker_info
 
 from radmi.data.cache_store import (
     CACHE_JSON,
@@ -121,41 +126,67 @@ class CachedDataset(Dataset):
                 out[name][where] = array[slots[where]]
         return out
 
-    def _samples(self, positions: np.ndarray) -> list[dict[str, Any]]:
+    def _batch(self, positions: np.ndarray) -> dict[str, Any]:
+        """The collated batch of the kept rows ``positions``: the sample keys with a leading ``B``."""
         raw = self._read(positions)
-        batch = len(positions)
-        images = torch.from_numpy(raw["images"].astype(np.float32)).div_(self._scale).unsqueeze(1)
-        tokens = {key: torch.from_numpy(raw[key].astype(np.int64)) for key in _TOKEN_KEYS}
-        labels = torch.from_numpy(np.ascontiguousarray(raw["labels"]))
-        label_mask = torch.from_numpy(np.ascontiguousarray(raw["label_mask"]))
-        edema = torch.from_numpy(raw["edema_severity"].astype(np.int64))
-        study = torch.from_numpy(self._study[positions])
-        subject = torch.from_numpy(self._subject[positions])
-        dicom = self._dicom[positions]
-        return [
-            {
-                "image": images[b],
-                "input_ids": tokens["input_ids"][b],
-                "attention_mask": tokens["attention_mask"][b],
-                "sentence_ids": tokens["sentence_ids"][b],
-                "labels": labels[b],
-                "label_mask": label_mask[b],
-                "edema_severity": edema[b],
-                "study_id": study[b],
-                "subject_id": subject[b],
-                "dicom_id": dicom[b],
-            }
-            for b in range(batch)
-        ]
-
-    def _apply(self, samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        if len(self.transform.transforms) == 0:
-            return samples
-        return [self.transform(sample) for sample in samples]
+        in_worker = get_worker_info() is not None
+        pixels = torch.from_numpy(raw["images"]).unsqueeze(1)
+        # in a DataLoader worker, write straight into shared memory: the batch crosses to the main process
+        # without one more copy (what default_collate does for the tensors it stacks)
+        images = torch.empty(pixels.shape, dtype=torch.float32)
+        if in_worker:
+            images.share_memory_()
+        images.copy_(pixels).div_(self._scale)
+        batch: dict[str, Any] = {"image": images}
+        for key in _TOKEN_KEYS:
+            batch[key] = torch.from_numpy(raw[key]).to(torch.int64)
+        batch["labels"] = torch.from_numpy(np.ascontiguousarray(raw["labels"]))
+        batch["label_mask"] = torch.from_numpy(np.ascontiguousarray(raw["label_mask"]))
+        batch["edema_severity"] = torch.from_numpy(raw["edema_severity"]).to(torch.int64)
+        batch["study_id"] = torch.from_numpy(self._study[positions])
+        batch["subject_id"] = torch.from_numpy(self._subject[positions])
+        batch["dicom_id"] = self._dicom[positions].tolist()
+        return batch
 
     def _transform(self, index: int) -> dict[str, Any]:
-        return self._apply(self._samples(np.asarray([self.data[index]])))[0]
+        sample = CachedBatch(self._batch(np.asarray([self.data[index]])))[0]
+        return sample if len(self.transform.transforms) == 0 else self.transform(sample)
 
-    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
-        """The samples at ``indices`` in one read per array (DataLoader's batched fetch)."""
-        return self._apply(self._samples(self.data[np.asarray(indices, dtype=np.int64)]))
+    def __getitems__(self, indices: Sequence[int]) -> CachedBatch | list[dict[str, Any]]:
+        """The samples at ``indices``, read with one fancy index per array (DataLoader's batched fetch).
+
+        Returns a :class:`CachedBatch` (a sequence of sample dicts that :func:`collate_cached` turns into the
+        batch without stacking again), or a list of transformed samples when the dataset has a ``transform``.
+        """
+        batch = CachedBatch(self._batch(self.data[np.asarray(indices, dtype=np.int64)]))
+        if len(self.transform.transforms) == 0:
+            return batch
+        return [self.transform(sample) for sample in batch]
+
+
+class CachedBatch(Sequence):
+    """Samples read together by :meth:`CachedDataset.__getitems__`, kept stacked.
+
+    ``batch`` is the collated dict (tensors ``B x ...``, ``dicom_id`` a list of B strings); ``samples[b]`` is
+    sample ``b`` as a dict of views, so code that expects a list of samples (``default_collate``) still works.
+    """
+
+    def __init__(self, batch: dict[str, Any]) -> None:
+        self.batch = batch
+
+    def __len__(self) -> int:
+        return len(self.batch["dicom_id"])
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[b] for b in range(*index.indices(len(self)))]
+        return {key: value[index] for key, value in self.batch.items()}
+
+
+def collate_cached(samples: Sequence[Any]) -> dict[str, Any]:
+    """``collate_fn`` for DataLoaders over a :class:`CachedDataset`: a :class:`CachedBatch` is returned as it
+    is (already stacked); anything else goes through MONAI's ``list_data_collate``.
+    """
+    if isinstance(samples, CachedBatch):
+        return samples.batch
+    return list_data_collate(samples)

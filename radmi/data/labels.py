@@ -82,7 +82,7 @@ def apply_label_policy(
     values = np.asarray(values, dtype=np.float64)
     bad = invalid_label_values(values)
     if bad.any():
-        raise ValueError(f"label values must be 1, 0, -1 or blank, got {values[bad][0]!r}")
+        raise ValueError(f"label values must be 1, 0, -1 or blank, got {float(values[bad][0])}")
     is_blank = np.isnan(values)
     is_uncertain = values == UNCERTAIN
     labels = np.where(values == POSITIVE, 1.0, 0.0)
@@ -107,7 +107,7 @@ def edema_severity_to_int(values: np.ndarray) -> np.ndarray:
     values = np.asarray(values, dtype=np.float64)
     bad = invalid_edema_values(values)
     if bad.any():
-        raise ValueError(f"edema severity must be 0, 1, 2, 3 or blank, got {values[bad][0]!r}")
+        raise ValueError(f"edema severity must be 0, 1, 2, 3 or blank, got {float(values[bad][0])}")
     return np.where(np.isnan(values), EDEMA_MISSING, values).astype(np.int64)
 
 

@@ -118,9 +118,12 @@ def _is_known_name(name: str) -> bool:
     return normalized in _CANONICAL
 
 
+def _normalize_newlines(text: str) -> str:
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
 def _normalize_text(text: str) -> str:
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    return _PLACEHOLDER.sub("___", text)
+    return _PLACEHOLDER.sub("___", _normalize_newlines(text))
 
 
 def unwrap(text: str) -> str:
@@ -189,7 +192,8 @@ def parse_report(text: str) -> dict[str, str]:
         ``"examination"``, ...). Section text is unwrapped (paragraphs joined by ``"\\n\\n"``); repeated
         sections are concatenated in order.
     """
-    addenda, body = _split_addenda(_normalize_text(text))
+    # the addendum separator is a line of underscores: find it before placeholders are normalized
+    addenda, body = (_normalize_text(part) for part in _split_addenda(_normalize_newlines(text)))
     sections: dict[str, list[str]] = {}
     headers = _headers(body)
     for index, match in enumerate(headers):
@@ -198,7 +202,7 @@ def parse_report(text: str) -> dict[str, str]:
         if content:
             sections.setdefault(normalize_section_name(match.group(1)), []).append(content)
     result = {name: "" for name in SECTIONS}
-    result["addendum"] = unwrap(addenda)
+    result["addendum"] = unwrap(_HEADER.sub("", addenda))  # the text, without its "ADDENDUM:" label
     for name, parts in sections.items():
         joined = "\n\n".join(parts)
         result[name] = f"{result[name]}\n\n{joined}".strip() if name == "addendum" else joined
@@ -228,7 +232,7 @@ def _ends_sentence(chunk: str, following: str) -> bool:
 
 
 def _strip_marker(sentence: str) -> str:
-    return _LIST_MARKER.sub("", sentence, count=1).strip()
+    return _LIST_MARKER.sub("", sentence.strip(), count=1).strip()
 
 
 def split_sentences(text: str) -> list[str]:

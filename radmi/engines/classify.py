@@ -347,4 +347,53 @@ def data_loader(
         return ManifestDataLoader(
             dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers, generator=generator
         )
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers, generator=generator)
+    return DataLoader(
+        dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers, generator=generator
+    )
+
+
+# ------------------------------------------------------------------------------------------------ evaluation
+class PredictionCollector:
+    """Gather an evaluator's outputs for the metrics: probabilities, labels, masks, edema, patient ids.
+
+    Attach to a ``SupervisedEvaluator`` (``ITERATION_COMPLETED``). After ``run``, :meth:`arrays` returns numpy
+    arrays: ``probabilities`` N x L (sigmoid of the logits), ``labels`` N x L, ``label_mask`` N x L,
+    ``edema_severity`` N (-1 absent), ``edema_probabilities`` N x 4 (only with an edema head), ``subject_id`` N,
+    ``dicom_id`` N.
+    """
+
+    def __init__(self) -> None:
+        self.parts: dict[str, list] = {}
+
+    def attach(self, engine) -> None:
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.EPOCH_STARTED, lambda _: self.parts.clear())
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+
+    def _add(self, key: str, value) -> None:
+        self.parts.setdefault(key, []).append(value)
+
+    def __call__(self, engine) -> None:
+        pred, targets = engine.state.output["pred"], engine.state.output["label"]
+        logits = pred["findings"] if isinstance(pred, Mapping) else pred
+        self._add("probabilities", torch.sigmoid(logits.detach().float()).cpu().numpy())
+        self._add("labels", targets["labels"].cpu().numpy())
+        self._add("label_mask", targets["label_mask"].cpu().numpy())
+        self._add("edema_severity", targets["edema_severity"].cpu().numpy())
+        if isinstance(pred, Mapping) and "edema" in pred:
+            self._add(
+                "edema_probabilities", torch.softmax(pred["edema"].detach().float(), dim=1).cpu().numpy()
+            )
+        batch = engine.state.batch
+        n = logits.shape[0]
+        subject = batch.get("subject_id") if isinstance(batch, Mapping) else None
+        self._add(
+            "subject_id",
+            np.asarray(_plain(torch.as_tensor(subject)).cpu() if subject is not None else np.full(n, -1)),
+        )
+        dicom = batch.get("dicom_id") if isinstance(batch, Mapping) else None
+        self._add("dicom_id", np.asarray(dicom if dicom is not None else [""] * n, dtype=object))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {key: np.concatenate(values) for key, values in self.parts.items()}

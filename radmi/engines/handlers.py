@@ -203,7 +203,7 @@ class TrainingProgressBar(ProgressBar):
         self.objective = objective
 
     def _postfix(self, output: dict) -> dict[str, float]:
-        shown = {"loss": float(output[CommonKeys.LOSS])}
+        shown = {"loss": float(output[CommonKeys.LOSS].detach())}
         if self.objective is not None and "mi" in unwrap(self.objective).latest:
             shown["mi"] = unwrap(self.objective).latest["mi"]
         return shown

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -64,7 +65,10 @@ def _inside(rows: np.ndarray, cols: np.ndarray, box: Sequence[float], tolerance:
 
 
 def pointing_hit(
-    score_map: np.ndarray, box: Sequence[float], input_hw: tuple[int, int], tolerance: float = DEFAULT_TOLERANCE
+    score_map: np.ndarray,
+    box: Sequence[float],
+    input_hw: tuple[int, int],
+    tolerance: float = DEFAULT_TOLERANCE,
 ) -> bool:
     """Whether the centre of the argmax region of ``score_map`` (h x w) lies in ``box`` grown by ``tolerance``."""
     score_map = np.asarray(score_map, dtype=np.float64)
@@ -106,7 +110,10 @@ def mask_iou(region_mask: np.ndarray, box: Sequence[float], input_hw: tuple[int,
 
 
 def topk_iou(
-    score_map: np.ndarray, box: Sequence[float], input_hw: tuple[int, int], fraction: float = DEFAULT_TOP_FRACTION
+    score_map: np.ndarray,
+    box: Sequence[float],
+    input_hw: tuple[int, int],
+    fraction: float = DEFAULT_TOP_FRACTION,
 ) -> float:
     """IoU of the top-``fraction`` region mask of ``score_map`` with ``box`` (input pixels)."""
     return mask_iou(top_regions(score_map, fraction), box, input_hw)
@@ -120,7 +127,10 @@ def centre_map(grid_hw: tuple[int, int]) -> np.ndarray:
 
 
 def uniform_pointing_chance(
-    box: Sequence[float], grid_hw: tuple[int, int], input_hw: tuple[int, int], tolerance: float = DEFAULT_TOLERANCE
+    box: Sequence[float],
+    grid_hw: tuple[int, int],
+    input_hw: tuple[int, int],
+    tolerance: float = DEFAULT_TOLERANCE,
 ) -> float:
     """Expected pointing hit when the argmax is a uniformly random region: the share of regions that hit."""
     rows, cols = region_centres(grid_hw, input_hw)
@@ -156,7 +166,9 @@ def score_pair(
     """
     centre = centre_map(grid_hw)
     out = {
-        "pointing": float("nan") if score_map is None else float(pointing_hit(score_map, box, input_hw, tolerance)),
+        "pointing": float("nan")
+        if score_map is None
+        else float(pointing_hit(score_map, box, input_hw, tolerance)),
         "iou": float("nan") if score_map is None else topk_iou(score_map, box, input_hw, fraction),
         "uniform_pointing": uniform_pointing_chance(box, grid_hw, input_hw, tolerance),
         "uniform_iou": uniform_iou_chance(box, grid_hw, input_hw, fraction, seed=seed),
@@ -190,12 +202,152 @@ def summarize_grounding(
         for column in columns:
             values = part[column].to_numpy(dtype=np.float64)
             if np.isnan(values).all():
-                rows.append({"label": name, "score": column, "n": len(values), "mean": np.nan, "ci_low": np.nan, "ci_high": np.nan})
+                rows.append(
+                    {
+                        "label": name,
+                        "score": column,
+                        "n": len(values),
+                        "mean": np.nan,
+                        "ci_low": np.nan,
+                        "ci_high": np.nan,
+                    }
+                )
                 continue
             low = high = np.nan
             if n_bootstrap > 0:
                 totals = weights.sum(1)
                 draws = (weights @ values)[totals > 0] / totals[totals > 0]
                 low, high = np.percentile(draws, [2.5, 97.5])
-            rows.append({"label": name, "score": column, "n": len(values), "mean": float(values.mean()), "ci_low": float(low), "ci_high": float(high)})
+            rows.append(
+                {
+                    "label": name,
+                    "score": column,
+                    "n": len(values),
+                    "mean": float(values.mean()),
+                    "ci_low": float(low),
+                    "ci_high": float(high),
+                }
+            )
     return pd.DataFrame(rows, columns=["label", "score", "n", "mean", "ci_low", "ci_high"])
+
+
+# ------------------------------------------------------------------------------------------------ a run
+LOCATIONS_FILE = "finding-locations.csv.gz"
+
+
+def read_locations(data_root: str | Path) -> pd.DataFrame:
+    """The demo data's ground-truth boxes (``finding-locations.csv.gz`` at the dataset root)."""
+    from radmi.errors import ManifestError
+
+    path = Path(data_root) / LOCATIONS_FILE
+    if not path.is_file():
+        raise ManifestError(
+            f"no {LOCATIONS_FILE}: grounding needs the boxes that `radmi demo-data` writes", path=data_root
+        )
+    table = pd.read_csv(path, dtype={"dicom_id": str, "study_id": str, "subject_id": str})
+    missing = {"dicom_id", "label", "x0", "y0", "x1", "y1", "sentence_index"} - set(table.columns)
+    if missing:
+        raise ManifestError(f"columns missing: {sorted(missing)}", path=path)
+    return table
+
+
+def grounding_pairs(
+    run,
+    data_root: str | Path,
+    split: str = "test",
+    tolerance: float = DEFAULT_TOLERANCE,
+    fraction: float = DEFAULT_TOP_FRACTION,
+    max_images: int | None = None,
+    progress: bool = True,
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Score every (image, finding box) of a split with a pretrained run's sentence maps.
+
+    Args:
+        run: a :class:`radmi.eval.explain.PretrainedRun` (global MI gives the chance columns only).
+        data_root: demo-data root (manifest + ``finding-locations.csv.gz``).
+        split: which split's images.
+        tolerance, fraction: pointing-game tolerance (input pixels) and top-k fraction.
+        max_images: score at most this many images (in manifest order), for quick runs.
+        progress: tqdm bar.
+
+    Returns:
+        ``(pairs, counts)``: one row per scored box (``label``, ``subject_id``, ``dicom_id`` and
+        :data:`SCORE_COLUMNS`), and counts of images and of boxes skipped because their sentence did not fit
+        the tokenizer's length.
+    """
+    from tqdm.auto import tqdm
+
+    from radmi.data.reports import report_sentences
+    from radmi.engines.classify import load_manifest_table
+    from radmi.transforms.dicom import LoadXRay
+    from radmi.transforms.image import XRayResize
+
+    locations = read_locations(data_root)
+    manifest = load_manifest_table(data_root)
+    manifest = manifest[(manifest["split"] == split) & manifest["dicom_id"].isin(set(locations["dicom_id"]))]
+    if max_images is not None:
+        manifest = manifest.head(max_images)
+    by_image = {key: part for key, part in locations.groupby("dicom_id")}
+    load, resize = LoadXRay(), XRayResize(run.image_size)
+    rows, skipped = [], 0
+    for record in tqdm(manifest.itertuples(), total=len(manifest), desc="grounding", disable=not progress):
+        image = resize(load(record.image_path))
+        sentences = report_sentences(Path(record.report_path).read_text(encoding="utf-8-sig"))
+        maps = run.sentence_maps(image, sentences)
+        grid = maps.shape[1:] if maps is not None else _grid_of(run, image)
+        boxes = by_image[record.dicom_id]
+        mapped = boxes_to_input(boxes[["x0", "y0", "x1", "y1"]].to_numpy(), image)
+        input_hw = tuple(image.shape[-2:])
+        for (_, box_row), box in zip(boxes.iterrows(), mapped, strict=True):
+            k = int(box_row["sentence_index"])
+            if maps is not None and k >= len(maps):
+                skipped += 1
+                continue
+            scores = score_pair(None if maps is None else maps[k], box, grid, input_hw, tolerance, fraction)
+            rows.append(
+                {
+                    "label": box_row["label"],
+                    "subject_id": str(record.subject_id),
+                    "dicom_id": record.dicom_id,
+                    **scores,
+                }
+            )
+    counts = {"images": len(manifest), "boxes": len(rows), "skipped_sentence_truncated": skipped}
+    return pd.DataFrame(rows, columns=["label", "subject_id", "dicom_id", *SCORE_COLUMNS]), counts
+
+
+def _grid_of(run, image) -> tuple[int, int]:
+    """The region grid of the run's image encoder for this input (for chance levels of global MI)."""
+    import torch
+
+    with torch.no_grad():
+        _, local = run.image_encoder(torch.as_tensor(image, dtype=torch.float32)[None].to(run.device))
+    return tuple(local.shape[-2:])
+
+
+def grounding_markdown(summary: pd.DataFrame, title: str = "Grounding") -> str:
+    """Table: one row per finding type, pointing and IoU with CIs, and the chance levels."""
+
+    def cell(label: str, score: str) -> str:
+        row = summary[(summary["label"] == label) & (summary["score"] == score)]
+        if row.empty or np.isnan(row["mean"].iloc[0]):
+            return "-"
+        r = row.iloc[0]
+        return f"{r['mean']:.3f}" + (
+            "" if np.isnan(r["ci_low"]) else f" ({r['ci_low']:.3f}-{r['ci_high']:.3f})"
+        )
+
+    lines = [
+        f"# {title}",
+        "",
+        "| finding | boxes | pointing (95% CI) | top-k IoU (95% CI) | uniform pointing | centre pointing | uniform IoU | centre IoU |",
+        "|---|---:|---|---|---|---|---|---|",
+    ]
+    for label in dict.fromkeys(summary["label"]):
+        n = int(summary[summary["label"] == label]["n"].iloc[0])
+        name = f"**{label}**" if label == OVERALL else label
+        lines.append(
+            f"| {name} | {n} | {cell(label, 'pointing')} | {cell(label, 'iou')} | {cell(label, 'uniform_pointing')} | "
+            f"{cell(label, 'centre_pointing')} | {cell(label, 'uniform_iou')} | {cell(label, 'centre_iou')} |"
+        )
+    return "\n".join(lines) + "\n"

@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from radmi.eval.metrics import Estimate, FindingMetrics
@@ -100,3 +102,49 @@ def write_report(
     pd.DataFrame(metrics_rows(metrics), columns=list(CSV_COLUMNS)).to_csv(paths["csv"], index=False)
     paths["markdown"].write_text(markdown_table(metrics))
     return paths
+
+
+def evaluate_predictions(
+    arrays: dict[str, np.ndarray],
+    out_dir: str | Path,
+    label_names: Sequence[str] | None = None,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    extra: dict[str, Any] | None = None,
+) -> FindingMetrics:
+    """Metrics, ``metrics.json|csv``, ``report.md`` and ``roc.png`` from collected predictions.
+
+    Args:
+        arrays: ``probabilities``/``labels``/``label_mask`` N x L, ``subject_id`` N (patients for the
+            bootstrap; -1 everywhere = unknown, then each image is its own patient), optionally
+            ``edema_severity`` N and ``edema_probabilities`` N x 4
+            (as from ``radmi.engines.classify.PredictionCollector.arrays``).
+        out_dir: where the files go.
+        label_names: the L names (default ``CHEXPERT_LABELS``).
+        n_bootstrap, seed: bootstrap draws and seed.
+        extra: facts stored under ``"run"`` in ``metrics.json``.
+    """
+    from radmi.data.labels import CHEXPERT_LABELS
+    from radmi.eval.metrics import edema_ordinal_aucs, finding_metrics
+    from radmi.eval.plots import plot_roc_curves
+
+    names = list(CHEXPERT_LABELS if label_names is None else label_names)
+    groups = np.asarray(arrays["subject_id"])
+    if (groups.astype(str) == "-1").all():
+        groups = np.arange(len(groups))
+    metrics = finding_metrics(
+        arrays["labels"], arrays["probabilities"], names, arrays["label_mask"], groups, n_bootstrap, seed
+    )
+    if "edema_probabilities" in arrays:
+        metrics.edema = edema_ordinal_aucs(
+            arrays["edema_severity"], arrays["edema_probabilities"], groups, n_bootstrap, seed
+        )
+    write_report(metrics, out_dir, extra)
+    plot_roc_curves(
+        arrays["labels"],
+        arrays["probabilities"],
+        names,
+        Path(out_dir) / "roc.png",
+        label_mask=arrays["label_mask"],
+    )
+    return metrics

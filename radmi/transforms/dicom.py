@@ -16,9 +16,9 @@ Rows stay rows: the tensor is ``1 x Rows x Columns`` as in the DICOM file. MONAI
 ``LoadImage(reader="PydicomReader")`` returns ``Columns x Rows`` instead (MONAI's (W, H) spatial convention),
 does not invert MONOCHROME1, ignores the VOI LUT and reports spacing 1 when only ImagerPixelSpacing is present.
 
-Speed: the file is read once. For integer pixels of up to 16 bits stored, steps 2-5 are evaluated by pydicom's
-functions on every *possible* stored value (at most 65,536), and the image is mapped through that table in one
-``np.take`` straight to float32, so no full-size float64 copies are made. The result is identical to applying
+Speed: the file is read once. For 8- and 16-bit integer pixels, steps 2-5 are evaluated by pydicom's functions
+on every *possible* value of the pixel dtype (at most 65,536), and the image is mapped through that table in one
+indexing step straight to float32, so no full-size float64 copies are made. The result is identical to applying
 the functions to the pixels (they are element-wise).
 """
 
@@ -29,8 +29,7 @@ import io
 import zlib
 from collections.abc import Hashable, Mapping, Sequence
 from os import PathLike
-from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import pydicom
@@ -79,24 +78,35 @@ CODEC_PACKAGES: dict[str, str] = {
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _MONOCHROME = ("MONOCHROME1", "MONOCHROME2")
-_LUT_MAX_BITS = 16  # above this, a table over every stored value would be bigger than most images
+_TABLE_MAX_BYTES = (
+    2  # pixel dtypes up to 16 bits go through a value table; wider ones are mapped pixel by pixel
+)
 
 
 # --------------------------------------------------------------------------------------------- reading
 def _read_dataset(path: str | PathLike, *, header_only: bool = False) -> Dataset:
-    """Read one DICOM file (plain or gzip-compressed) with pydicom, turning failures into ``DicomError``."""
+    """Read one DICOM file (plain or gzip-compressed) with pydicom, turning failures into ``DicomError``.
+
+    ``header_only`` defers the pixel bytes: pydicom seeks past them (the element still shows as present).
+    """
     try:
-        data = Path(path).read_bytes()
+        with open(path, "rb") as file:
+            if file.read(2) != _GZIP_MAGIC:
+                file.seek(0)
+                return _parse(file, path, header_only)
+            file.seek(0)
+            compressed = file.read()
     except OSError as err:
         raise DicomError(f"cannot read the file: {err.strerror or err}", path=path) from err
-    if data[:2] == _GZIP_MAGIC:  # MIMIC-CXR distributions ship .dcm.gz
-        try:
-            data = gzip.decompress(data)
-        except (EOFError, OSError, zlib.error) as err:
-            raise DicomError(f"truncated or corrupt gzip file: {err}", path=path) from err
+    try:  # MIMIC-CXR distributions ship .dcm.gz
+        return _parse(io.BytesIO(gzip.decompress(compressed)), path, header_only)
+    except (EOFError, OSError, zlib.error) as err:
+        raise DicomError(f"truncated or corrupt gzip file: {err}", path=path) from err
+
+
+def _parse(source: BinaryIO, path: str | PathLike, header_only: bool) -> Dataset:
     try:
-        # header_only defers the pixel bytes: the element is known to exist but is not kept in memory
-        return pydicom.dcmread(io.BytesIO(data), defer_size=1024 if header_only else None)
+        return pydicom.dcmread(source, defer_size=1024 if header_only else None)
     except InvalidDicomError as err:
         raise DicomError(
             "not a DICOM file (no 'DICM' marker after the 128-byte preamble)", path=path
@@ -300,13 +310,13 @@ def _values_to_unit(values: np.ndarray, ds: Dataset, step: str) -> np.ndarray:
 
 def _stored_to_unit_float32(pixels: np.ndarray, ds: Dataset, step: str) -> np.ndarray:
     """rows x cols stored values -> rows x cols float32 in [0, 1]."""
-    bits = int(ds.get("BitsStored", 0))
-    if np.issubdtype(pixels.dtype, np.integer) and 0 < bits <= _LUT_MAX_BITS:
-        low, high = _stored_range(ds)
-        table = _values_to_unit(np.arange(low, high + 1, dtype=np.int64), ds, step).astype(np.float32)
-        index = pixels if low == 0 else pixels.astype(np.int32) - low
-        # clip: values outside BitsStored (unmasked high bits) take the end of the range
-        return np.take(table, index, mode="clip")
+    if pixels.dtype.kind in "iu" and pixels.dtype.itemsize <= _TABLE_MAX_BYTES:
+        # one table entry per bit pattern of the dtype (65,536 for 16 bits): values beyond BitsStored get
+        # exactly what the per-pixel path would give them
+        unsigned = np.dtype(f"uint{8 * pixels.dtype.itemsize}")
+        every_value = np.arange(2 ** (8 * pixels.dtype.itemsize), dtype=unsigned).view(pixels.dtype)
+        table = _values_to_unit(every_value, ds, step).astype(np.float32)
+        return table[pixels.view(unsigned)]
     return _values_to_unit(pixels, ds, step).astype(np.float32)
 
 
@@ -333,7 +343,13 @@ def read_xray_dicom(path: str | PathLike, voi: VoiOption = "auto") -> tuple[np.n
     step = _resolve_voi(ds, voi)
     try:
         unit = _stored_to_unit_float32(pixels, ds, step)
-    except (ValueError, TypeError, NotImplementedError, AttributeError, KeyError) as err:  # malformed LUT/window
+    except (
+        ValueError,
+        TypeError,
+        NotImplementedError,
+        AttributeError,
+        KeyError,
+    ) as err:  # malformed LUT/window
         raise DicomError(
             f"cannot apply the modality/VOI LUT: {type(err).__name__}: {err}", path=path
         ) from err

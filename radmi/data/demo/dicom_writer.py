@@ -117,7 +117,7 @@ def _compress(ds: Dataset, pixels: np.ndarray, syntax: str) -> str:
             missing = "; ".join(encoder.missing_dependencies)
             warnings.warn(f"no encoder for {syntax.name} ({missing}); writing those files uncompressed", stacklevel=2)
         return ExplicitVRLittleEndian
-    ds.compress(syntax, pixels)
+    ds.compress(syntax, pixels, generate_instance_uid=False)  # keep the seed-derived UID
     return syntax
 
 

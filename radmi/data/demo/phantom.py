@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.ndimage import affine_transform, zoom
+from PIL import Image
+from scipy.ndimage import zoom
 
 from radmi.data.demo import findings as F
 from radmi.data.demo.anatomy import LUNG_AIR, Patient, lung_field, lung_markings, render_anatomy
@@ -23,7 +24,7 @@ CANVAS_MM = 430.0
 BOX_THRESHOLD = 0.05  # a box covers where the delta exceeds this fraction of its peak
 # The anatomy is smooth, so it is drawn on a canvas of at most this many pixels a side and the warp onto the
 # stored grid upsamples it; the noise is added at the stored resolution.
-CANVAS_MAX = 288
+CANVAS_MAX = 256
 
 
 @dataclass(frozen=True)
@@ -73,9 +74,17 @@ class Acquisition:
         return matrix, canvas_center - matrix @ stored_center
 
     def warp(self, canvas: np.ndarray) -> np.ndarray:
-        """Resample a ``C x C`` canvas map onto the stored ``rows x cols`` grid (bilinear, 0 outside)."""
+        """Resample a ``C x C`` float32 canvas map onto the stored ``rows x cols`` grid (bilinear, 0 outside).
+
+        Pillow's affine transform does the resampling (several times faster than ``scipy.ndimage``); it maps
+        pixel-edge coordinates (x, y), so the index-space matrix is shifted by half a pixel and axis-swapped.
+        """
         matrix, offset = self._matrix(canvas.shape[0])
-        return affine_transform(canvas, matrix, offset=offset, output_shape=(self.rows, self.cols), order=1)
+        edge_offset = offset + 0.5 - matrix @ np.array([0.5, 0.5])
+        data = (matrix[1, 1], matrix[1, 0], edge_offset[1], matrix[0, 1], matrix[0, 0], edge_offset[0])
+        image = Image.fromarray(np.ascontiguousarray(canvas, dtype=np.float32))
+        warped = image.transform((self.cols, self.rows), Image.Transform.AFFINE, data, Image.Resampling.BILINEAR)
+        return np.asarray(warped, dtype=np.float32)
 
     def box(self, support: np.ndarray) -> tuple[int, int, int, int] | None:
         """Stored-pixel box ``(x0, y0, x1, y1)`` (x1, y1 exclusive) of a boolean ``C x C`` canvas support.

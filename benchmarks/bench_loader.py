@@ -1,0 +1,156 @@
+"""Cached loader vs reading the DICOMs directly: image+token pairs per second at 224 px.
+
+Both sides go through the same per-row pipeline (``radmi.data.pipeline.sample_transform``: DICOM decode with the
+LUTs, aspect-preserving resize to ``--cache-size``, report parsing and tokenizing, labels) and the same batch
+augmentation (``radmi.transforms.batch.RandBatchAugmentd``, ``--crop`` px). The direct side runs the pipeline per
+sample every time (``ManifestDataset`` + DataLoader); the cached side runs it once (``prepare_cache``) and then
+reads the memory map (``CachedDataset`` + ``collate_cached``), drawing random samples with replacement as a
+shuffled training epoch does. For each side it reports:
+
+- loader: batches delivered at ``--crop`` px (deterministic centre crop, what the loader alone costs);
+- loader + CPU augmentation: the same plus random crop/affine/intensity on the CPU (on a GPU the
+  augmentation runs on the device instead and costs next to nothing);
+
+and the ratios cached / direct. Example (the figures in docs/performance.md)::
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_loader.py --studies 64 --image-size 1024
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch  # noqa: E402
+from monai.data import list_data_collate  # noqa: E402
+from torch.utils.data import DataLoader, RandomSampler  # noqa: E402
+
+from radmi.data.cache import CachedDataset, collate_cached, prepare_cache  # noqa: E402
+from radmi.data.dataset import ManifestDataset  # noqa: E402
+from radmi.data.manifest import build_mimic_manifest, write_manifest  # noqa: E402
+from radmi.data.pipeline import sample_transform  # noqa: E402
+from radmi.transforms.batch import RandBatchAugmentd  # noqa: E402
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--manifest", help="an existing manifest CSV (default: generate demo data)")
+    parser.add_argument("--studies", type=int, default=64, help="demo studies to generate (one image each)")
+    parser.add_argument(
+        "--image-size", type=int, default=1024, help="stored rows of the generated DICOMs, px"
+    )
+    parser.add_argument("--cache-size", type=int, default=256, help="side of the cached images, px")
+    parser.add_argument("--crop", type=int, default=224, help="side of the delivered images, px")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument(
+        "--samples", type=int, default=12800, help="samples drawn from the cache per measurement"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=0, help="DataLoader workers for both sides (0: in-process)"
+    )
+    parser.add_argument("--prepare-workers", type=int, default=1, help="processes for prepare_cache")
+    parser.add_argument("--out", help="working folder (default: a temporary one, deleted)")
+    return parser.parse_args()
+
+
+def make_manifest(args: argparse.Namespace, work: Path) -> Path:
+    if args.manifest:
+        return Path(args.manifest)
+    from radmi.data.demo.generate import generate
+
+    began = time.perf_counter()
+    generate(work / "demo", studies=args.studies, size=args.image_size, views="frontal", compress="mixed")
+    print(
+        f"generated {args.studies} demo studies at {args.image_size} px in {time.perf_counter() - began:.1f} s"
+    )
+    return write_manifest(build_mimic_manifest(work / "demo", progress=False), work / "manifest.csv")
+
+
+def measure(loader: DataLoader, augment: RandBatchAugmentd | None) -> tuple[int, float, float]:
+    """Iterate ``loader`` once: (samples, seconds waiting for batches, seconds augmenting)."""
+    count, load_s, augment_s = 0, 0.0, 0.0
+    tick = time.perf_counter()
+    for batch in loader:
+        got = time.perf_counter()
+        load_s += got - tick
+        if augment is not None:
+            out = augment(batch)
+            out["image"].sum()  # force the work (a no-op on the CPU, a sync on a GPU)
+        tick = time.perf_counter()
+        augment_s += tick - got
+        count += len(batch["image"])
+    return count, load_s, augment_s
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(args.out or tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        manifest = make_manifest(args, work)
+        train = RandBatchAugmentd(keys="image", crop_size=args.crop).set_random_state(0)
+        centre = RandBatchAugmentd(keys="image", crop_size=args.crop, mode="eval")
+
+        # direct: decode every DICOM and tokenize every report per sample, one pass over the manifest
+        direct_set = ManifestDataset(manifest, sample_transform(image_size=args.cache_size), on_error="skip")
+        direct_loader = DataLoader(
+            direct_set, batch_size=args.batch_size, num_workers=args.workers, collate_fn=list_data_collate
+        )
+        n_direct, direct_load, direct_aug = measure(direct_loader, train)
+
+        began = time.perf_counter()
+        summary = prepare_cache(
+            manifest, work / "cache", size=args.cache_size, workers=args.prepare_workers, progress=False
+        )
+        prepare_s = time.perf_counter() - began
+
+        cached_set = CachedDataset(summary.cache_dir)
+
+        def cached_loader() -> DataLoader:
+            sampler = RandomSampler(cached_set, replacement=True, num_samples=args.samples)
+            return DataLoader(
+                cached_set,
+                batch_size=args.batch_size,
+                sampler=sampler,
+                num_workers=args.workers,
+                collate_fn=collate_cached,
+            )
+
+        n_centre, centre_load, centre_crop = measure(cached_loader(), centre)
+        n_cached, cached_load, cached_aug = measure(cached_loader(), train)
+
+    direct_loader_rate = n_direct / direct_load
+    direct_full_rate = n_direct / (direct_load + direct_aug)
+    cached_loader_rate = n_centre / (centre_load + centre_crop)
+    cached_full_rate = n_cached / (cached_load + cached_aug)
+    print(
+        f"machine: {os.cpu_count()} CPUs, torch threads 1, DataLoader workers {args.workers}, "
+        f"batch {args.batch_size}, cache {args.cache_size} px -> {args.crop} px"
+    )
+    print(
+        f"prepare_cache: {summary.kept} images in {prepare_s:.1f} s = {summary.kept / prepare_s:.1f} images/s"
+    )
+    print(f"{'pairs/s':>32} {'direct':>10} {'cached':>10} {'ratio':>8}")
+    print(
+        f"{'loader (centre crop)':>32} {direct_loader_rate:10.1f} {cached_loader_rate:10.1f} "
+        f"{cached_loader_rate / direct_loader_rate:7.1f}x"
+    )
+    print(
+        f"{'loader + CPU augmentation':>32} {direct_full_rate:10.1f} {cached_full_rate:10.1f} "
+        f"{cached_full_rate / direct_full_rate:7.1f}x"
+    )
+    print(
+        f"augmentation alone: {n_cached / cached_aug:.0f} pairs/s on the CPU "
+        f"({1000 * cached_aug / max(1, n_cached // args.batch_size):.1f} ms per batch)"
+    )
+
+
+if __name__ == "__main__":
+    main()

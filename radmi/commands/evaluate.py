@@ -1,0 +1,63 @@
+"""``radmi evaluate RUN_DIR --data ... --split test``: AUROC/AUPRC with patient-bootstrap 95% CIs, ordinal
+edema AUCs and ROC curves of a classifier trained by ``radmi finetune``.
+
+Runs ``bundles/radmi_cxr_findings/configs/evaluate.json``. The preprocessing settings (image size, views,
+label policies) are taken from the run's own ``config.json`` so the test images are prepared exactly as the
+training ones were. Writes ``RUN_DIR/eval/<split>/metrics.json|metrics.csv|report.md|roc.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from radmi.errors import ModelLoadError
+
+#: Items copied from the training run's config into the evaluation.
+INHERITED = ("image_size", "views", "uncertainty_policy", "blank_policy")
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", type=Path, help="a run directory written by `radmi finetune`")
+    parser.add_argument(
+        "--data", required=True, type=Path, help="demo-data/MIMIC-CXR folder, manifest CSV or cache"
+    )
+    parser.add_argument(
+        "--split", default="test", choices=("train", "validate", "test"), help="split to evaluate"
+    )
+    parser.add_argument("--bootstrap", type=int, help="bootstrap draws for the CIs (recipe: 1000)")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override any item of evaluate.json"
+    )
+
+
+def inherited_settings(run_dir: Path) -> dict[str, Any]:
+    """The preprocessing items of the run's ``config.json`` (absent ones are left to the recipe)."""
+    path = run_dir / "config.json"
+    if not path.is_file():
+        raise ModelLoadError("not a radmi finetune run directory (no config.json)", path=run_dir)
+    config = json.loads(path.read_text())
+    return {key: config[key] for key in INHERITED if key in config}
+
+
+def run(args: argparse.Namespace) -> int:
+    from radmi.commands.finetune import run_recipe
+    from radmi.commands.pretrain import parse_override
+
+    run_dir = Path(args.run_dir)
+    overrides: dict[str, Any] = {
+        **inherited_settings(run_dir),
+        "run_dir": str(run_dir),
+        "dataset_dir": str(args.data),
+        "split": args.split,
+    }
+    if args.bootstrap is not None:
+        overrides["n_bootstrap"] = args.bootstrap
+    overrides.update(parse_override(item) for item in args.set)
+    run_recipe("evaluate.json", **overrides)
+    out = run_dir / "eval" / args.split
+    print((out / "report.md").read_text())
+    print(f"radmi evaluate: wrote {out}/metrics.json, metrics.csv, report.md, roc.png")
+    return 0

@@ -1,0 +1,114 @@
+"""``radmi predict``: every readable file gets the network's probabilities, a bad file is listed with its error."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from radmi.bundle.inference import list_inputs
+from radmi.cli import main as radmi_main
+from radmi.data.labels import CHEXPERT_LABELS
+from radmi.errors import BundleError
+from radmi.transforms.dicom import LoadXRayDicom
+from radmi.transforms.image import XRayResize
+from tests._bundle_fixtures import TINY_SIZE, make_tiny_run, random_pixels, write_dicom
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    """A findings bundle folder made from the shipped template and a tiny run (no export checks: speed)."""
+    root = tmp_path_factory.mktemp("predict")
+    model = make_tiny_run(root / "run")
+    from radmi.bundle.export import _stage
+    from radmi.bundle.paths import bundle_dir
+
+    staged = root / "radmi_cxr_findings"
+    staged.mkdir()
+    _stage(bundle_dir("radmi_cxr_findings"), staged, root / "run", "0.0.1", "test", TINY_SIZE)
+    return model, staged
+
+
+@pytest.fixture()
+def inputs(tmp_path):
+    folder = tmp_path / "dicoms"
+    write_dicom(folder / "a.dcm", random_pixels(1))
+    write_dicom(folder / "nested" / "b.dcm", random_pixels(2, rows=70, cols=100), photometric="MONOCHROME1")
+    write_dicom(folder / "1.2.840.99", random_pixels(3))  # UID-like name, found by its DICM preamble
+    (folder / "not_dicom.dcm").write_text("this is a text file")
+    truncated = (folder / "a.dcm").read_bytes()
+    (folder / "truncated.dcm").write_bytes(truncated[: len(truncated) // 2])
+    (folder / "notes.txt").write_text("ignored: neither a DICOM name nor a DICOM preamble")
+    return folder
+
+
+def expected_probabilities(model, path) -> torch.Tensor:
+    """The reference: radmi's transforms and the run's network, applied directly to one file."""
+    image = XRayResize(TINY_SIZE, mode="pad")(LoadXRayDicom()(path))
+    with torch.no_grad():
+        return torch.sigmoid(model(image.as_tensor()[None].float()))[0]
+
+
+def test_list_inputs_finds_dicoms_by_name_and_preamble(inputs):
+    names = [row["dicom_id"] for row in list_inputs(inputs)]
+    assert sorted(names) == ["1.2.840", "a", "b", "not_dicom", "truncated"]
+    with pytest.raises(BundleError, match="no such file or folder"):
+        list_inputs(inputs.parent / "missing")
+    (inputs.parent / "empty").mkdir()
+    with pytest.raises(BundleError, match="no DICOM file"):
+        list_inputs(inputs.parent / "empty")
+
+
+def test_bad_files_are_listed_and_the_rest_predicted(bundle, inputs, tmp_path, capsys):
+    model, bundle_dir = bundle
+    out = tmp_path / "results.csv"
+    status = radmi_main(
+        ["predict", "--bundle", str(bundle_dir), "--input", str(inputs), "--out", str(out), "--batch-size", "2",
+         "--device", "cpu", "--no-progress"]
+    )  # fmt: skip
+    assert status == 0
+    assert "predicted 3 of 5 images; 2 could not be read" in capsys.readouterr().out
+    table = pd.read_csv(out, keep_default_na=False)
+    assert list(table.columns) == ["path", "dicom_id", "study_id", "status", "error", *CHEXPERT_LABELS]
+    rows = {row["dicom_id"]: row for row in table.to_dict("records")}
+    assert rows["not_dicom"]["status"] == "error" and "DicomError" in rows["not_dicom"]["error"]
+    assert rows["truncated"]["status"] == "error" and rows["truncated"]["error"]
+    assert all(rows["truncated"][name] == "" for name in CHEXPERT_LABELS)
+    for dicom_id in ("a", "b", "1.2.840"):
+        row = rows[dicom_id]
+        assert row["status"] == "ok" and row["error"] == ""
+        got = torch.tensor([float(row[name]) for name in CHEXPERT_LABELS])
+        torch.testing.assert_close(got, expected_probabilities(model, row["path"]), atol=2e-6, rtol=0)
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["num_images"] == 5 and report["num_predicted"] == 3 and report["num_failed"] == 2
+    by_id = {item["dicom_id"]: item for item in report["predictions"]}
+    assert by_id["a"]["probabilities"]["Cardiomegaly"] == pytest.approx(float(rows["a"]["Cardiomegaly"]), abs=1e-6)
+    assert "DicomError" in by_id["not_dicom"]["error"]
+
+
+def test_a_batch_of_only_bad_files_does_not_stop_the_run(bundle, tmp_path):
+    model, bundle_dir = bundle
+    folder = tmp_path / "mixed"
+    (folder).mkdir()
+    (folder / "0_bad.dcm").write_text("x")
+    (folder / "1_bad.dcm").write_text("y")
+    write_dicom(folder / "2_good.dcm", random_pixels(5))
+    out = tmp_path / "out.csv"
+    from radmi.bundle.predict import predict
+
+    summary = predict(bundle_dir, folder, out, device="cpu", batch_size=2, progress=False)
+    assert (summary.num_images, summary.num_predicted, summary.num_failed) == (3, 1, 2)
+    table = pd.read_csv(out, keep_default_na=False)
+    assert list(table["status"]) == ["error", "error", "ok"]  # input order is kept
+
+
+def test_single_file_input(bundle, tmp_path):
+    model, bundle_dir = bundle
+    dicom = write_dicom(tmp_path / "one.dcm", random_pixels(9))
+    write_dicom(tmp_path / "other.dcm", random_pixels(10))  # beside it, not asked for
+    from radmi.bundle.predict import predict
+
+    summary = predict(bundle_dir, dicom, tmp_path / "one.csv", device="cpu", progress=False)
+    assert (summary.num_images, summary.num_predicted) == (1, 1)
