@@ -131,8 +131,8 @@ def main() -> None:
     cached_loader_rate = n_centre / (centre_load + centre_crop)
     cached_full_rate = n_cached / (cached_load + cached_aug)
     print(
-        f"machine: {os.cpu_count()} CPUs, torch threads 1, DataLoader workers {args.workers}, "
-        f"batch {args.batch_size}, cache {args.cache_size} px -> {args.crop} px"
+        f"machine: {os.cpu_count()} CPUs (load average {os.getloadavg()[0]:.1f}), torch threads 1, "
+        f"DataLoader workers {args.workers}, batch {args.batch_size}, cache {args.cache_size} px -> {args.crop} px"
     )
     print(
         f"prepare_cache: {summary.kept} images in {prepare_s:.1f} s = {summary.kept / prepare_s:.1f} images/s"

@@ -26,7 +26,9 @@ def make_tiny_run(run_dir: Path, seed: int = 0) -> FindingClassifier:
     return model.eval()
 
 
-def write_dicom(path: Path, pixels: np.ndarray, photometric: str = "MONOCHROME2", bits_stored: int = 12) -> Path:
+def write_dicom(
+    path: Path, pixels: np.ndarray, photometric: str = "MONOCHROME2", bits_stored: int = 12
+) -> Path:
     """An uncompressed single-frame CR DICOM holding ``pixels`` (rows x cols, uint16) as stored values."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1"  # Computed Radiography Image Storage

@@ -35,7 +35,22 @@ _NAN = float("nan")
 CHEXPERT_ROWS = {
     ("10000001", "50000001"): [_NAN, 1.0, 1.0, _NAN, -1.0, 1.0, _NAN, _NAN, 0.0, 0.0, 1.0, _NAN, _NAN, 1.0],
     ("10000001", "50000002"): [1.0] + [_NAN] * 13,
-    ("10000002", "50000003"): [_NAN, _NAN, -1.0, 0.0, 1.0, -1.0, 1.0, -1.0, _NAN, _NAN, 0.0, _NAN, _NAN, _NAN],
+    ("10000002", "50000003"): [
+        _NAN,
+        _NAN,
+        -1.0,
+        0.0,
+        1.0,
+        -1.0,
+        1.0,
+        -1.0,
+        _NAN,
+        _NAN,
+        0.0,
+        _NAN,
+        _NAN,
+        _NAN,
+    ],
 }
 EDEMA_ROWS = {("10000001", "50000001"): 2, ("10000002", "50000003"): 0}
 
@@ -92,7 +107,11 @@ def write_image(path: Path, view: str, suffix: str) -> None:
         write_dicom(path, ds, gzipped=suffix == ".dcm.gz")
 
 
-def make_mimic_tree(root: Path, suffix: str = ".dcm", csvs: tuple[str, ...] = ("record", "metadata", "split", "chexpert", "edema")) -> list[dict]:
+def make_mimic_tree(
+    root: Path,
+    suffix: str = ".dcm",
+    csvs: tuple[str, ...] = ("record", "metadata", "split", "chexpert", "edema"),
+) -> list[dict]:
     """Write the tree (images with ``suffix``, reports) and the chosen official CSVs under ``root``."""
     rows = expected_rows()
     for row in rows:
@@ -113,13 +132,20 @@ def make_mimic_tree(root: Path, suffix: str = ".dcm", csvs: tuple[str, ...] = ("
             root / "mimic-cxr-2.0.0-metadata.csv.gz", index=False
         )
     if "split" in csvs:
-        frame[["dicom_id", "study_id", "subject_id", "split"]].to_csv(root / "mimic-cxr-2.0.0-split.csv.gz", index=False)
+        frame[["dicom_id", "study_id", "subject_id", "split"]].to_csv(
+            root / "mimic-cxr-2.0.0-split.csv.gz", index=False
+        )
     if "chexpert" in csvs:
         table = pd.DataFrame(
-            [{"subject_id": s, "study_id": t, **dict(zip(CHEXPERT_LABELS, v, strict=True))} for (s, t), v in CHEXPERT_ROWS.items()]
+            [
+                {"subject_id": s, "study_id": t, **dict(zip(CHEXPERT_LABELS, v, strict=True))}
+                for (s, t), v in CHEXPERT_ROWS.items()
+            ]
         )
         table.to_csv(root / "mimic-cxr-2.0.0-chexpert.csv.gz", index=False)
     if "edema" in csvs:
-        table = pd.DataFrame([{"subject_id": s, "study_id": t, "edema_severity": v} for (s, t), v in EDEMA_ROWS.items()])
+        table = pd.DataFrame(
+            [{"subject_id": s, "study_id": t, "edema_severity": v} for (s, t), v in EDEMA_ROWS.items()]
+        )
         table.to_csv(root / "mimic-cxr-2.0.0-edema-severity.csv.gz", index=False)
     return rows

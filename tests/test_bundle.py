@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import zipfile
-from pathlib import Path
 
 import pytest
 import torch
@@ -34,7 +33,13 @@ def exported(tmp_path_factory):
 def test_export_writes_folder_zip_and_hash(exported):
     model, result = exported
     assert result.bundle_dir.name == NAME
-    for name in ("configs/metadata.json", "configs/inference.json", "models/model.pt", "docs/README.md", "LICENSE"):
+    for name in (
+        "configs/metadata.json",
+        "configs/inference.json",
+        "models/model.pt",
+        "docs/README.md",
+        "LICENSE",
+    ):
         assert (result.bundle_dir / name).is_file(), name
     assert result.zip_path.name == f"{NAME}_v1.2.3.zip"
     digest = hashlib.sha256(result.zip_path.read_bytes()).hexdigest()
@@ -126,7 +131,9 @@ def test_net_in_out_mismatch_is_a_bundle_error(exported, tmp_path):
     broken.mkdir()
     for sub in ("configs", "models"):
         (broken / sub).mkdir()
-    (broken / "configs" / "inference.json").write_text((result.bundle_dir / "configs" / "inference.json").read_text())
+    (broken / "configs" / "inference.json").write_text(
+        (result.bundle_dir / "configs" / "inference.json").read_text()
+    )
     metadata = json.loads((result.bundle_dir / "configs" / "metadata.json").read_text())
     metadata["network_data_format"]["outputs"]["pred"]["num_channels"] = 13
     (broken / "configs" / "metadata.json").write_text(json.dumps(metadata))

@@ -216,9 +216,18 @@ def test_resume_after_interrupt_gives_the_same_cache(manifest, cache_u8, tmp_pat
     with pytest.raises(CacheError, match="not a complete cache"):
         CachedDataset(out)
 
+    # as if killed (SIGKILL) after committing chunk 0 while chunk 1 was half written: roll the progress back
+    # and scribble over chunk 1's slots; the resumed run must redo chunk 1 and overwrite the garbage
+    shard = out / "shards/00000-of-00001"
+    (shard / "progress.json").write_text(json.dumps({"done_chunks": [0], "bad": []}))
+    images = np.load(shard / "images.npy", mmap_mode="r+")
+    images[3:5] = 77
+    images.flush()
+    del images
+
     monkeypatch.setattr(cache_module, "_process_chunk", real)
     summary = _prepare(manifest, out)
-    assert summary.complete and summary.processed == ROWS - 6 and summary.bad == 2
+    assert summary.complete and summary.processed == ROWS - 3 and summary.bad == 2
     for name in (
         "images",
         "input_ids",

@@ -115,7 +115,11 @@ def _location_words(finding_row) -> list[re.Pattern]:
     elif side == "bilateral":
         patterns.append(re.compile(r"bilateral|bibasilar|both", re.I))
     if label in (F.CONSOLIDATION, F.LUNG_OPACITY, F.LUNG_LESION, F.PNEUMOTHORAX, F.EFFUSION, F.ATELECTASIS):
-        zone_words = {"upper": r"upper|apex|apical", "mid": r"\bmid\b|middle", "lower": r"lower|base|basilar|costophrenic"}
+        zone_words = {
+            "upper": r"upper|apex|apical",
+            "mid": r"\bmid\b|middle",
+            "lower": r"lower|base|basilar|costophrenic",
+        }
         patterns.append(re.compile(zone_words[zone], re.I))
     if label == F.CARDIOMEGALY:
         patterns.append(re.compile(r"heart|cardi", re.I))

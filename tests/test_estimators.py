@@ -137,3 +137,14 @@ def test_trained_critic_recovers_gaussian_mi():
             for _ in range(50)
         ]
     assert torch.stack(estimates).mean().item() == pytest.approx(true_mi(dim, rho), abs=0.08)
+
+
+@pytest.mark.parametrize("estimator", [infonce_bound, dv_bound, jsd_bound])
+def test_nothing_to_estimate_gives_zero_and_finite_gradients(estimator):
+    scores = torch.randn(2, 3, 3, requires_grad=True)
+    value = estimator(scores, None, torch.zeros(2, 3, dtype=torch.bool))
+    value.backward()
+    assert value.item() == 0.0
+    assert torch.isfinite(scores.grad).all()
+    single = torch.randn(1, 1, requires_grad=True)  # B = 1: no negatives at all
+    assert torch.isfinite(estimator(single)).item()

@@ -134,7 +134,10 @@ def test_evaluate_grounding_end_to_end(tiny_local_run, tmp_path):
     pairs = pd.read_csv(out / "pairs.csv")
     counts = json.loads((out / "counts.json").read_text())
     locations = pd.read_csv(data / "finding-locations.csv.gz", dtype={"dicom_id": str})
-    assert counts["boxes"] + counts["skipped_sentence_truncated"] == locations["dicom_id"].isin(pairs["dicom_id"]).sum()
+    assert (
+        counts["boxes"] + counts["skipped_sentence_truncated"]
+        == locations["dicom_id"].isin(pairs["dicom_id"]).sum()
+    )
     assert len(pairs) > 0 and set(pairs["pointing"]) <= {0.0, 1.0}
     for column in ("iou", "uniform_pointing", "uniform_iou", "centre_iou"):
         assert pairs[column].between(0, 1).all()

@@ -333,7 +333,7 @@ def test_gradients_flow_to_both_encoders_and_the_critic(tiny_text_model_dir, kin
 
     torch.manual_seed(0)
     network = ImageTextModel(
-        ImageEncoder("resnet18", embed_dim=8, local_stride=32),
+        ImageEncoder("resnet18", embed_dim=8, local_stride=16),
         TextEncoder(tiny_text_model_dir, embed_dim=8, max_sentences=3),
     )
     objective = PretrainObjective(kind, embed_dim=8, critic="bilinear")
@@ -352,8 +352,8 @@ def test_gradients_flow_to_both_encoders_and_the_critic(tiny_text_model_dir, kin
     loss = objective(pred, torch.tensor([1, 2, 3]))
     loss.backward()
     assert objective.latest["loss"] == pytest.approx(loss.item())
-    image_stem = network.image_encoder.to_local.conv1.weight.grad
+    # every image-encoder parameter is trained by every objective (nothing idle for DDP)
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in network.image_encoder.parameters())
     text_embeddings = network.text_encoder.transformer.embeddings.word_embeddings.weight.grad
-    for grad in (image_stem, text_embeddings):
-        assert grad is not None and grad.abs().sum() > 0
+    assert text_embeddings is not None and text_embeddings.abs().sum() > 0
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in objective.parameters())

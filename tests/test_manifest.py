@@ -78,7 +78,9 @@ def test_tree_walk_without_csvs(tmp_path):
     rows = make_mimic_tree(tmp_path, csvs=())
     (tmp_path / "files" / "notes.txt").write_text("not an image")
     manifest = build_mimic_manifest(tmp_path, progress=False)
-    expected = reference(sorted(rows, key=lambda r: r["image_path"]), blank_views=True, blank_splits=True, blank_labels=True)
+    expected = reference(
+        sorted(rows, key=lambda r: r["image_path"]), blank_views=True, blank_splits=True, blank_labels=True
+    )
     assert_manifest_equal(manifest, expected)
     # frontal-only without a metadata CSV reads ViewPosition from the DICOM headers
     frontal = build_mimic_manifest(tmp_path, frontal_only=True, progress=False)
@@ -110,8 +112,12 @@ def test_jpg_variant_from_metadata_only(tmp_path):
 
 def test_bad_official_csvs(tmp_path):
     make_mimic_tree(tmp_path, csvs=("record", "chexpert"))
-    chexpert = pd.read_csv(tmp_path / "mimic-cxr-2.0.0-chexpert.csv.gz", dtype={"subject_id": str, "study_id": str})
-    pd.concat([chexpert, chexpert.iloc[[0]]]).to_csv(tmp_path / "mimic-cxr-2.0.0-chexpert.csv.gz", index=False)
+    chexpert = pd.read_csv(
+        tmp_path / "mimic-cxr-2.0.0-chexpert.csv.gz", dtype={"subject_id": str, "study_id": str}
+    )
+    pd.concat([chexpert, chexpert.iloc[[0]]]).to_csv(
+        tmp_path / "mimic-cxr-2.0.0-chexpert.csv.gz", index=False
+    )
     with pytest.raises(ManifestError, match=r"chexpert.csv.gz \(row 3\): duplicate subject_id/study_id"):
         build_mimic_manifest(tmp_path, progress=False)
     chexpert.drop(columns="Edema").to_csv(tmp_path / "mimic-cxr-2.0.0-chexpert.csv.gz", index=False)
@@ -132,20 +138,29 @@ def test_folder_export(tmp_path):
         (export / nested).mkdir(parents=True, exist_ok=True)
         write_dicom(export / nested / f"img{index}.dcm", ds)
     (export / "b" / "readme.txt").write_text("not DICOM")
-    reports = pd.DataFrame({"study_id": [studies[0], studies[2]], "report": [REPORT, "IMPRESSION: Clear lungs."]})
+    reports = pd.DataFrame(
+        {"study_id": [studies[0], studies[2]], "report": [REPORT, "IMPRESSION: Clear lungs."]}
+    )
     reports.to_csv(tmp_path / "reports.csv", index=False)
 
     out = tmp_path / "out" / "hospital.csv"
     manifest = build_folder_manifest(export, tmp_path / "reports.csv", out, split="test", progress=False)
     assert manifest["view"].tolist() == ["PA", "LATERAL", "AP"]
-    assert manifest["study_id"].tolist() == (["50000000", "50000000", "50000001"] if studies[0] < studies[2] else ["50000001", "50000001", "50000000"])
+    assert manifest["study_id"].tolist() == (
+        ["50000000", "50000000", "50000001"]
+        if studies[0] < studies[2]
+        else ["50000001", "50000001", "50000000"]
+    )
     assert manifest["subject_id"].nunique() == 1  # one PatientID
     read = read_manifest(out)
     assert Path(read.loc[0, "report_path"]).read_text() == REPORT
     assert Path(read.loc[2, "report_path"]).read_text() == "IMPRESSION: Clear lungs."
     assert (read["split"] == "test").all() and read[list(CHEXPERT_LABELS)].isna().all().all()
     mapping = pd.read_csv(out.parent / "hospital_studies.csv", dtype=str)
-    assert dict(zip(mapping["StudyInstanceUID"], mapping["study_id"], strict=True))[studies[2]] == manifest.loc[2, "study_id"]
+    assert (
+        dict(zip(mapping["StudyInstanceUID"], mapping["study_id"], strict=True))[studies[2]]
+        == manifest.loc[2, "study_id"]
+    )
     for written in out.parent.rglob("*"):  # no patient identifier leaves the export
         assert written.is_dir() or PATIENT_ID not in written.read_text()
     assert check_manifest(out, progress=False).ok
@@ -154,7 +169,10 @@ def test_folder_export(tmp_path):
     pd.DataFrame({"study_id": [studies[0]], "report": [REPORT]}).to_csv(tmp_path / "partial.csv", index=False)
     with pytest.raises(ManifestError, match="no report for this study"):
         build_folder_manifest(export, tmp_path / "partial.csv", out, progress=False)
-    assert len(build_folder_manifest(export, tmp_path / "partial.csv", out, on_error="skip", progress=False)) == 2
+    assert (
+        len(build_folder_manifest(export, tmp_path / "partial.csv", out, on_error="skip", progress=False))
+        == 2
+    )
 
 
 @pytest.fixture
@@ -200,7 +218,9 @@ def test_check_finds_every_broken_row(broken_manifest):
 
 
 def test_read_manifest_names_file_and_row(broken_manifest, tmp_path):
-    with pytest.raises(ManifestError, match=r"m.csv \(row 4\): column 'Edema': not 1, 0, -1 or blank \(1 more"):
+    with pytest.raises(
+        ManifestError, match=r"m.csv \(row 4\): column 'Edema': not 1, 0, -1 or blank \(1 more"
+    ):
         read_manifest(broken_manifest)
     raw = pd.read_csv(broken_manifest, dtype=str, keep_default_na=False).drop(columns="view")
     raw.to_csv(tmp_path / "nocol.csv", index=False)
@@ -220,3 +240,11 @@ def test_cli_build_and_check(dcm_tree, broken_manifest, tmp_path, capsys):
     assert main(["manifest", "check", str(broken_manifest), "--problems", str(problems)]) == 1
     assert len(pd.read_csv(problems)) == 7
     assert "5 with problems" in capsys.readouterr().out
+
+
+def test_schema_json_matches_the_code():
+    import json
+
+    schema = json.loads((Path(__file__).parents[1] / "data_manifests" / "schema.json").read_text())
+    assert schema["x-column-order"] == list(MANIFEST_COLUMNS) == schema["required"]
+    assert schema["properties"]["split"]["enum"] == ["train", "validate", "test", ""]

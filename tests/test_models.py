@@ -55,6 +55,20 @@ def test_image_encoder_shapes(backbone):
         assert local.shape == (2, 12, 64 // stride, 96 // stride)
 
 
+def test_global_embedding_is_the_mean_of_the_local_map_and_strides_share_weights():
+    torch.manual_seed(0)
+    coarse = ImageEncoder("resnet18", embed_dim=8, local_stride=32).eval()
+    fine = ImageEncoder("resnet18", embed_dim=8, local_stride=16).eval()
+    fine.load_state_dict(coarse.state_dict())  # dilation changes no parameter shape
+    x = torch.rand(1, 1, 64, 64)
+    with torch.no_grad():
+        global_embedding, local = fine(x)
+        coarse_global, _ = coarse(x)
+    torch.testing.assert_close(global_embedding, local.mean(dim=(2, 3)))
+    assert local.shape[-2:] == (4, 4)
+    assert not torch.allclose(global_embedding, coarse_global)  # a different receptive-field layout
+
+
 def test_image_encoder_channels_last_gives_the_same_features():
     torch.manual_seed(0)
     encoder = ImageEncoder("resnet18", embed_dim=8).eval()
@@ -80,7 +94,7 @@ def test_image_encoder_save_load_round_trip(tmp_path):
                 torch.testing.assert_close(a, b, atol=0, rtol=0)
     # pretrained_path starts a new encoder from saved weights
     started = ImageEncoder("resnet18", embed_dim=8, local_stride=32, pretrained_path=tmp_path / "run")
-    torch.testing.assert_close(started.global_projection.weight, encoder.global_projection.weight)
+    torch.testing.assert_close(started.local_projection.weight, encoder.local_projection.weight)
 
 
 def test_image_encoder_loads_a_monai_backbone_state_dict(tmp_path):
@@ -92,8 +106,8 @@ def test_image_encoder_loads_a_monai_backbone_state_dict(tmp_path):
     encoder = ImageEncoder(
         "resnet18", embed_dim=8, local_stride=16, pretrained_path=tmp_path / "monai_resnet18.pt"
     )
-    torch.testing.assert_close(encoder.to_local.conv1.weight, backbone.conv1.weight)
-    torch.testing.assert_close(encoder.to_last.layer4[1].conv2.weight, backbone.layer4[1].conv2.weight)
+    torch.testing.assert_close(encoder.features.conv1.weight, backbone.conv1.weight)
+    torch.testing.assert_close(encoder.features.layer4[1].conv2.weight, backbone.layer4[1].conv2.weight)
     with pytest.raises(ModelLoadError, match="monai_resnet18.pt"):
         ImageEncoder("resnet50", embed_dim=8, pretrained_path=tmp_path / "monai_resnet18.pt")
 
@@ -233,9 +247,9 @@ def test_linear_probe_freezes_the_encoder_and_its_batch_norm():
     assert not any(p.requires_grad for p in model.image_encoder.parameters())
     assert model.findings_head.weight.requires_grad
     assert not model.image_encoder.training
-    running_mean = model.image_encoder.to_local.bn1.running_mean.clone()
+    running_mean = model.image_encoder.features.bn1.running_mean.clone()
     model(torch.rand(2, 1, 64, 64))
-    torch.testing.assert_close(model.image_encoder.to_local.bn1.running_mean, running_mean, atol=0, rtol=0)
+    torch.testing.assert_close(model.image_encoder.features.bn1.running_mean, running_mean, atol=0, rtol=0)
 
 
 def test_image_text_model_outputs_the_contract_keys(tiny_text_model_dir):

@@ -84,7 +84,9 @@ def test_bad_files_are_listed_and_the_rest_predicted(bundle, inputs, tmp_path, c
     report = json.loads(out.with_suffix(".json").read_text())
     assert report["num_images"] == 5 and report["num_predicted"] == 3 and report["num_failed"] == 2
     by_id = {item["dicom_id"]: item for item in report["predictions"]}
-    assert by_id["a"]["probabilities"]["Cardiomegaly"] == pytest.approx(float(rows["a"]["Cardiomegaly"]), abs=1e-6)
+    assert by_id["a"]["probabilities"]["Cardiomegaly"] == pytest.approx(
+        float(rows["a"]["Cardiomegaly"]), abs=1e-6
+    )
     assert "DicomError" in by_id["not_dicom"]["error"]
 
 

@@ -60,11 +60,14 @@ def test_sigkill_mid_epoch_then_resume_gives_the_same_final_weights(tmp_path):
     iteration = int(re.search(r"=(\d+)\.pt$", last.name).group(1))
     assert iteration % 4 != 0 and iteration < 12  # killed mid-epoch, before the end
     assert not (killed / "models").exists()
+    before = {p.name: p.stat().st_mtime_ns for p in (killed / "checkpoints").glob("*.pt")}
 
     assert main(common + ["--out", str(killed), "--resume"]) == 0
     expected, resumed = _weights(reference), _weights(killed)
     assert expected.keys() == resumed.keys()
     different = [k for k in expected if not torch.equal(expected[k], resumed[k])]
     assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
-    # the resumed run really continued (it did not retrain from scratch into a fresh folder)
+    # the resumed run really continued from the checkpoint: it rewrote none of the killed run's checkpoints
+    after = {p.name: p.stat().st_mtime_ns for p in (killed / "checkpoints").glob("*.pt")}
+    assert all(after[name] == mtime for name, mtime in before.items())
     assert latest_checkpoint(killed / "checkpoints").name == "checkpoint_iteration=12.pt"

@@ -1,5 +1,7 @@
 """Report sectioning and sentence splitting on realistic MIMIC-CXR-style reports (written for these tests)."""
 
+# ruff: noqa: W291, W293  (the report texts keep MIMIC-CXR's whitespace-only lines and trailing spaces)
+
 from __future__ import annotations
 
 import pytest
@@ -95,7 +97,10 @@ def test_full_report_sections_and_unwrapping():
 
 def test_addendum_before_underscore_line():
     sections = parse_report(ADDENDUM)
-    assert sections["addendum"] == "The nodule described below measures 2.5 cm, not 1.5 cm. Dr. ___ was informed."
+    assert (
+        sections["addendum"]
+        == "The nodule described below measures 2.5 cm, not 1.5 cm. Dr. ___ was informed."
+    )
     assert sections["findings"] == "There is a 1.5 cm nodule in the right upper lobe."
     assert sections["indication"] == "Cough."
     assert report_sentences(ADDENDUM) == [
@@ -155,13 +160,22 @@ def test_placeholders_normalized_and_crlf():
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("Small effusion, e.g. layering. No pneumothorax.", ["Small effusion, e.g. layering.", "No pneumothorax."]),
-        ("Findings discussed with Dr. Smith. He agreed.", ["Findings discussed with Dr. Smith.", "He agreed."]),
+        (
+            "Small effusion, e.g. layering. No pneumothorax.",
+            ["Small effusion, e.g. layering.", "No pneumothorax."],
+        ),
+        (
+            "Findings discussed with Dr. Smith. He agreed.",
+            ["Findings discussed with Dr. Smith.", "He agreed."],
+        ),
         ("A 2.5 cm nodule. Another of 0.8 cm.", ["A 2.5 cm nodule.", "Another of 0.8 cm."]),
         ("1. Small effusion. 2. No pneumothorax.", ["Small effusion.", "No pneumothorax."]),
         ("Tip at approx. 3 cm above the carina.", ["Tip at approx. 3 cm above the carina."]),
         ("Seen at 10 a.m. on ___. The lungs are clear.", ["Seen at 10 a.m. on ___.", "The lungs are clear."]),
-        ("Heart size normal, i.e. no cardiomegaly. Lungs clear!", ["Heart size normal, i.e. no cardiomegaly.", "Lungs clear!"]),
+        (
+            "Heart size normal, i.e. no cardiomegaly. Lungs clear!",
+            ["Heart size normal, i.e. no cardiomegaly.", "Lungs clear!"],
+        ),
         ("Is there effusion? No.", ["Is there effusion?", "No."]),
         ("___. Lungs clear.", ["Lungs clear."]),
         ("", []),

@@ -1,5 +1,7 @@
 """Report loading, parsing and tokenization: sentence_ids token by token against the tokenizer itself."""
 
+# ruff: noqa: W291, W293  (the report texts keep MIMIC-CXR's whitespace-only lines and trailing spaces)
+
 from __future__ import annotations
 
 import pytest
@@ -82,7 +84,10 @@ def test_whole_sentence_truncation(tokenizer):
         assert sentence_ids[: len(expected_ids)].tolist() == expected_sentences
         assert int(mask.sum()) == len(expected_ids) and sentence_ids.max() == kept - 1
     ids, _, sentence_ids = TokenizeReport(tokenizer, max_length=64, max_sentences=1)(SENTENCES)
-    assert sentence_ids.max() == 0 and ids[: lengths[0] + 2].tolist() == reference_tokens(tokenizer, SENTENCES[:1])[0]
+    assert (
+        sentence_ids.max() == 0
+        and ids[: lengths[0] + 2].tolist() == reference_tokens(tokenizer, SENTENCES[:1])[0]
+    )
 
 
 def test_first_sentence_longer_than_max_length_is_cut(tokenizer):

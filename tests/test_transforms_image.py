@@ -150,6 +150,15 @@ def test_mapping_round_trip(mode, shape):
     assert (max(scaled) if mode == "pad" else min(scaled)) == pytest.approx(24)
 
 
+def test_scale_and_offset_ignore_the_spacing_in_the_affine():
+    """A DICOM's affine carries mm per pixel; the recorded mapping stays in pixels, the affine in mm."""
+    affine = torch.diag(torch.tensor([0.2, 0.3, 1.0, 1.0], dtype=torch.float64))
+    resized = XRayResize(10)(MetaTensor(torch.rand(1, 40, 20), affine=affine))
+    np.testing.assert_allclose(resized.meta["resize_scale"], [0.25, 0.25])
+    np.testing.assert_allclose(resized.meta["resize_offset"], [0.0, 2.0], atol=1e-9)
+    np.testing.assert_allclose(resized.pixdim.numpy(), [0.8, 1.2])
+
+
 def test_resizing_twice_composes_to_the_loaded_image():
     image = MetaTensor(torch.rand(1, 40, 24))  # even padding at both sizes, so both routes agree
     once = XRayResize(10)(image)

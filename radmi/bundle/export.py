@@ -92,7 +92,9 @@ def _find_key(tree: Any, names: tuple[str, ...]) -> Any:
 
 def image_size_of_run(run_config: dict, model_json: dict) -> int:
     """The square input size S the run was trained at, from its resolved config (``image_size`` or ``size``)."""
-    value = _find_key(run_config, ("image_size", "spatial_size", "size")) or _find_key(model_json, ("image_size",))
+    value = _find_key(run_config, ("image_size", "spatial_size", "size")) or _find_key(
+        model_json, ("image_size",)
+    )
     if value is None:
         raise BundleError("cannot find the training image size in the run's config.json; pass image_size")
     if isinstance(value, str) and value.startswith(("$", "@")):
@@ -108,7 +110,9 @@ def _versions() -> dict[str, str]:
     }
 
 
-def _stage(template: Path, staging: Path, run_dir: Path, version: str, changelog: str, image_size: int) -> None:
+def _stage(
+    template: Path, staging: Path, run_dir: Path, version: str, changelog: str, image_size: int
+) -> None:
     for item in template.iterdir():
         if item.name in _SKIP_FROM_TEMPLATE:
             continue
@@ -129,7 +133,10 @@ def _stage(template: Path, staging: Path, run_dir: Path, version: str, changelog
     metadata = json.loads(metadata_path.read_text())
     metadata.update(_versions())
     metadata["version"] = version
-    metadata["changelog"] = {version: changelog, **{k: v for k, v in metadata.get("changelog", {}).items() if k != version}}
+    metadata["changelog"] = {
+        version: changelog,
+        **{k: v for k, v in metadata.get("changelog", {}).items() if k != version},
+    }
     metadata.setdefault("required_packages_version", {})["radmi"] = radmi.__version__
     metadata["network_data_format"]["inputs"]["image"]["spatial_shape"] = [image_size, image_size]
     metadata_path.write_text(json.dumps(metadata, indent=4) + "\n")
@@ -154,7 +161,9 @@ def write_zip(bundle_dir: Path, zip_path: Path) -> None:
             relative = path.relative_to(bundle_dir).as_posix()
             info = zipfile.ZipInfo(f"{bundle_dir.name}/{relative}", date_time=_ZIP_TIME)
             # float weights barely compress: storing them saves seconds per export for a percent or two of size
-            info.compress_type = zipfile.ZIP_STORED if relative.startswith("models/") else zipfile.ZIP_DEFLATED
+            info.compress_type = (
+                zipfile.ZIP_STORED if relative.startswith("models/") else zipfile.ZIP_DEFLATED
+            )
             info.external_attr = 0o644 << 16
             archive.writestr(info, path.read_bytes())
 
@@ -188,7 +197,9 @@ def export_run(
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     weights = run_dir / "models" / "model.pt"
     if not weights.is_file():
-        raise BundleError("no models/model.pt in the run folder (is the classification run finished?)", path=run_dir)
+        raise BundleError(
+            "no models/model.pt in the run folder (is the classification run finished?)", path=run_dir
+        )
     model_json = _read_json(run_dir / "models" / "model.json")
     if image_size is None:
         image_size = image_size_of_run(_read_json(run_dir / "config.json"), model_json)
@@ -199,7 +210,9 @@ def export_run(
     zip_path = out_dir / f"{name}_v{version}.zip"
     sha_path = zip_path.with_name(zip_path.name + ".sha256")
     if not overwrite and (final_dir.exists() or zip_path.exists()):
-        raise BundleError("the bundle already exists; pass overwrite=True (--overwrite) to replace it", path=final_dir)
+        raise BundleError(
+            "the bundle already exists; pass overwrite=True (--overwrite) to replace it", path=final_dir
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=f".{name}-staging-") as tmp:
         staging = Path(tmp) / name
@@ -217,4 +230,6 @@ def export_run(
     report.bundle_dir = final_dir
     report.sha256 = digest
     logger.info("exported bundle %s (zip %s, sha256 %s)", final_dir, zip_path, digest)
-    return ExportedBundle(bundle_dir=final_dir, zip_path=zip_path, sha256=digest, sha256_path=sha_path, report=report)
+    return ExportedBundle(
+        bundle_dir=final_dir, zip_path=zip_path, sha256=digest, sha256_path=sha_path, report=report
+    )

@@ -63,7 +63,7 @@ def list_inputs(source: str | Path) -> list[dict[str, Any]]:
             manifest CSV (its ``image_path`` column; ids are kept for the output).
 
     Returns:
-        dicts with ``image`` (absolute path, read by the preprocessing), ``path`` (the same, kept for the
+        dicts with ``image_path`` (absolute path, read by the preprocessing), ``path`` (the same, kept for the
         output), ``dicom_id``, ``study_id`` (empty when unknown) and ``index`` (input order).
 
     Raises:
@@ -85,10 +85,12 @@ def list_inputs(source: str | Path) -> list[dict[str, Any]]:
     else:
         files = sorted(p for p in path.rglob("*") if p.is_file() and _is_dicom_candidate(p))
         if not files:
-            raise BundleError("the folder holds no DICOM file (*.dcm, *.dicom or extension-less DICOM)", path=path)
+            raise BundleError(
+                "the folder holds no DICOM file (*.dcm, *.dicom or extension-less DICOM)", path=path
+            )
         rows = [{"path": str(p.resolve()), "dicom_id": p.stem, "study_id": ""} for p in files]
     for index, row in enumerate(rows):
-        row["image"] = row["path"]
+        row["image_path"] = row["path"]  # the key radmi.data.pipeline.image_transforms reads
         row["index"] = index
     return rows
 
@@ -195,7 +197,9 @@ class ProbabilityWriter:
         name: file name stem.
     """
 
-    def __init__(self, output_dir: str | Path, finding_names: Sequence[str], name: str = "predictions") -> None:
+    def __init__(
+        self, output_dir: str | Path, finding_names: Sequence[str], name: str = "predictions"
+    ) -> None:
         self.output_dir = Path(output_dir)
         self.finding_names = list(finding_names)
         self.name = name
@@ -241,7 +245,14 @@ class ProbabilityWriter:
             row["probabilities"] = [float(p) for p in probs[i]]
             self.rows.append(row)
         for item in batch["failed"]:
-            row = self._row(item["path"], item.get("dicom_id", ""), item.get("study_id", ""), item["index"], "error", item["error"])
+            row = self._row(
+                item["path"],
+                item.get("dicom_id", ""),
+                item.get("study_id", ""),
+                item["index"],
+                "error",
+                item["error"],
+            )
             row["probabilities"] = None
             self.rows.append(row)
 
@@ -263,7 +274,13 @@ class ProbabilityWriter:
             [
                 {
                     **{key: row[key] for key in ("path", "dicom_id", "study_id", "status", "error")},
-                    **dict(zip(self.finding_names, row["probabilities"] or [None] * len(self.finding_names))),
+                    **dict(
+                        zip(
+                            self.finding_names,
+                            row["probabilities"] or [None] * len(self.finding_names),
+                            strict=True,
+                        )
+                    ),
                 }
                 for row in self.rows
             ],
@@ -276,7 +293,7 @@ class ProbabilityWriter:
             if row["probabilities"] is None:
                 record["error"] = row["error"]
             else:
-                record["probabilities"] = dict(zip(self.finding_names, row["probabilities"]))
+                record["probabilities"] = dict(zip(self.finding_names, row["probabilities"], strict=True))
             records.append(record)
         summary = {
             "findings": self.finding_names,

@@ -81,6 +81,8 @@ def predict(
         overrides["batch_size"] = int(batch_size)
     if num_workers is not None:
         overrides["num_workers"] = int(num_workers)
+    # MONAI warns when a bundle run gets no logging file; radmi's CLI has configured logging already
+    logging.getLogger("monai.bundle.workflows").setLevel(logging.ERROR)
     workflow = ConfigWorkflow(
         config_file=str(config),
         meta_file=str(root / "configs" / "metadata.json"),

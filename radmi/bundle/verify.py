@@ -91,7 +91,9 @@ def _bundle_root_in(folder: Path) -> Path:
         return folder
     roots = [p for p in folder.iterdir() if (p / "configs" / "metadata.json").is_file()]
     if len(roots) != 1:
-        raise BundleError("the zip does not hold exactly one bundle folder with configs/metadata.json", path=folder)
+        raise BundleError(
+            "the zip does not hold exactly one bundle folder with configs/metadata.json", path=folder
+        )
     return roots[0]
 
 
@@ -138,11 +140,14 @@ def check_metadata(bundle_dir: Path, online_schema: bool = False) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         schema_copy = Path(tmp) / "schema.json"
         if not online_schema:
-            shutil.copyfile(LOCAL_SCHEMA, schema_copy)  # an existing file is used as is: nothing is downloaded
+            # verify_metadata uses an existing schema file as it is: nothing is downloaded
+            shutil.copyfile(LOCAL_SCHEMA, schema_copy)
         try:
             verify_metadata(meta_file=str(meta_file), filepath=str(schema_copy))
         except ImportError as err:
-            raise BundleError(f"metadata check needs the package 'jsonschema' ({err}): pip install jsonschema") from err
+            raise BundleError(
+                f"metadata check needs the package 'jsonschema' ({err}): pip install jsonschema"
+            ) from err
         except ValueError as err:
             raise BundleError(f"metadata does not follow the bundle schema: {err}", path=meta_file) from err
     fmt = metadata["network_data_format"]
@@ -199,7 +204,9 @@ def check_net_in_out(bundle_dir: Path) -> None:
             bundle_root=str(bundle_dir),
         )
     except (ValueError, KeyError, RuntimeError) as err:
-        raise BundleError(f"network input/output does not match the metadata: {err}", path=bundle_dir) from err
+        raise BundleError(
+            f"network input/output does not match the metadata: {err}", path=bundle_dir
+        ) from err
 
 
 def check_torchscript(bundle_dir: Path, metadata: dict, keep: bool = False) -> Path | None:
@@ -229,7 +236,9 @@ def check_torchscript(bundle_dir: Path, metadata: dict, keep: bool = False) -> P
             )
             scripted = torch.jit.load(str(target), map_location="cpu").eval()
         except Exception as err:  # tracing raises many kinds of error; all mean "cannot be exported"
-            raise BundleError(f"TorchScript export failed: {type(err).__name__}: {err}", path=bundle_dir) from err
+            raise BundleError(
+                f"TorchScript export failed: {type(err).__name__}: {err}", path=bundle_dir
+            ) from err
         eager = load_network(bundle_dir)
         sample = torch.Generator().manual_seed(0)
         x = torch.rand(shape, generator=sample)
@@ -237,11 +246,15 @@ def check_torchscript(bundle_dir: Path, metadata: dict, keep: bool = False) -> P
             expected, got = eager(x), scripted(x)
         if not torch.allclose(expected, got, atol=TORCHSCRIPT_ATOL):
             diff = (expected - got).abs().max().item()
-            raise BundleError(f"TorchScript output differs from the eager network by {diff:.3g}", path=bundle_dir)
+            raise BundleError(
+                f"TorchScript output differs from the eager network by {diff:.3g}", path=bundle_dir
+            )
     return target if keep else None
 
 
-def verify_bundle_dir(bundle_dir: str | Path, *, online_schema: bool = False, keep_torchscript: bool = False) -> VerifyReport:
+def verify_bundle_dir(
+    bundle_dir: str | Path, *, online_schema: bool = False, keep_torchscript: bool = False
+) -> VerifyReport:
     """Run every check on an unpacked bundle folder; raise :class:`BundleError` on the first failure."""
     root = Path(bundle_dir)
     report = VerifyReport(bundle_dir=root)

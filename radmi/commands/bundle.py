@@ -17,13 +17,23 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "folder, a zip and the zip's SHA256. The bundle is verified (metadata, network in/out, TorchScript "
         "export) before anything is written.",
     )
-    export.add_argument("run_dir", help="the classification run folder (models/model.pt, model.json, config.json)")
+    export.add_argument(
+        "run_dir", help="the classification run folder (models/model.pt, model.json, config.json)"
+    )
     export.add_argument("--name", default="radmi_cxr_findings", help="bundle name (default: %(default)s)")
-    export.add_argument("--version", default="0.1.0", help="bundle version written to metadata.json (default: %(default)s)")
-    export.add_argument("--out", required=True, help="output folder for <name>/, <name>_v<version>.zip and .sha256")
+    export.add_argument(
+        "--version", default="0.1.0", help="bundle version written to metadata.json (default: %(default)s)"
+    )
+    export.add_argument(
+        "--out", required=True, help="output folder for <name>/, <name>_v<version>.zip and .sha256"
+    )
     export.add_argument("--changelog", default=None, help="changelog line for this version")
-    export.add_argument("--image-size", type=int, default=None, help="training input size in pixels (default: from the run)")
-    export.add_argument("--overwrite", action="store_true", help="replace an existing bundle of that name in --out")
+    export.add_argument(
+        "--image-size", type=int, default=None, help="training input size in pixels (default: from the run)"
+    )
+    export.add_argument(
+        "--overwrite", action="store_true", help="replace an existing bundle of that name in --out"
+    )
 
     verify = sub.add_parser(
         "verify",

@@ -1,8 +1,8 @@
 """``radmi manifest``: build a manifest from a MIMIC-CXR tree or a hospital export, or check one.
 
-    radmi manifest mimic-cxr ROOT --out M.csv [--frontal-only] [--image-ext auto|.dcm|.dcm.gz|.jpg]
-    radmi manifest folder --images DIR --reports CSV --out M.csv
-    radmi manifest check M.csv [--problems problems.csv]
+radmi manifest mimic-cxr ROOT --out M.csv [--frontal-only] [--image-ext auto|.dcm|.dcm.gz|.jpg]
+radmi manifest folder --images DIR --reports CSV --out M.csv
+radmi manifest check M.csv [--problems problems.csv]
 """
 
 from __future__ import annotations
@@ -35,11 +35,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="image file suffix (auto: probe the first record)",
     )
     mimic.add_argument(
-        "--reports-root", type=Path, default=None, help="folder with files/pNN/.../sNNNNNNNN.txt (default ROOT)"
+        "--reports-root",
+        type=Path,
+        default=None,
+        help="folder with files/pNN/.../sNNNNNNNN.txt (default ROOT)",
     )
 
     folder = sub.add_parser("folder", help="build from a hospital export: DICOM files + a CSV of reports")
-    folder.add_argument("--images", type=Path, required=True, help="folder searched recursively for DICOM files")
+    folder.add_argument(
+        "--images", type=Path, required=True, help="folder searched recursively for DICOM files"
+    )
     folder.add_argument("--reports", type=Path, required=True, help="CSV with study_id and report columns")
     folder.add_argument("--out", type=Path, required=True, help="manifest CSV to write")
     folder.add_argument(
@@ -52,7 +57,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     folder.add_argument("--report-column", default="report", help="reports CSV column with the report text")
     folder.add_argument("--split", default="", choices=("", *SPLITS), help="split written to every row")
     folder.add_argument("--all-files", action="store_true", help="read every file, not only *.dcm / *.dcm.gz")
-    folder.add_argument("--skip-bad", action="store_true", help="skip unreadable files / studies without report")
+    folder.add_argument(
+        "--skip-bad", action="store_true", help="skip unreadable files / studies without report"
+    )
 
     check = sub.add_parser("check", help="open every row and report problems (exit 1 if any)")
     check.add_argument("manifest", type=Path)
@@ -67,7 +74,10 @@ def _print_built(manifest, out: Path) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.action == "mimic-cxr":
         manifest = build_mimic_manifest(
-            args.root, frontal_only=args.frontal_only, image_ext=args.image_ext, reports_root=args.reports_root
+            args.root,
+            frontal_only=args.frontal_only,
+            image_ext=args.image_ext,
+            reports_root=args.reports_root,
         )
         write_manifest(manifest, args.out)
         _print_built(manifest, args.out)

@@ -6,12 +6,22 @@ import argparse
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--bundle", required=True, help="unpacked findings bundle folder (e.g. from monai.bundle download)")
-    parser.add_argument("--input", required=True, help="a folder of DICOMs, one DICOM file, or a radmi manifest CSV")
-    parser.add_argument("--out", required=True, help="CSV to write (a JSON with the same stem goes beside it)")
+    parser.add_argument(
+        "--bundle", required=True, help="unpacked findings bundle folder (e.g. from monai.bundle download)"
+    )
+    parser.add_argument(
+        "--input", required=True, help="a folder of DICOMs, one DICOM file, or a radmi manifest CSV"
+    )
+    parser.add_argument(
+        "--out", required=True, help="CSV to write (a JSON with the same stem goes beside it)"
+    )
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when available)")
-    parser.add_argument("--batch-size", type=int, default=None, help="images per forward pass (default: the bundle's)")
-    parser.add_argument("--workers", type=int, default=None, help="DataLoader worker processes (default: the bundle's)")
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="images per forward pass (default: the bundle's)"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=None, help="DataLoader worker processes (default: the bundle's)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -29,8 +39,13 @@ def run(args: argparse.Namespace) -> int:
     )
     print(
         f"predicted {summary.num_predicted} of {summary.num_images} images"
-        + (f"; {summary.num_failed} could not be read (listed with their error)" if summary.num_failed else "")
+        + (
+            f"; {summary.num_failed} could not be read (listed with their error)"
+            if summary.num_failed
+            else ""
+        )
     )
     print(f"results: {summary.csv_path}")
     print(f"         {summary.json_path}")
-    return 0
+    # the run succeeded if anything could be predicted; all files failing is an input problem worth an exit status
+    return 0 if summary.num_predicted else 1

@@ -21,6 +21,7 @@ and ``cache.json``. No report text is stored. :class:`CachedDataset` reads it ba
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -113,30 +114,38 @@ def cache_params(
     dtype: str = "uint8",
     transform_options: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The preprocessing parameters a cache records and is checked against (JSON-serialisable)."""
+    """The preprocessing parameters a cache records and is checked against.
+
+    Passed through a JSON round trip, so they compare equal to what ``cache.json`` gives back (tuples -> lists).
+    """
     if dtype not in PIXEL_MAX:
         raise CacheError(f"dtype must be one of {sorted(PIXEL_MAX)}, not {dtype!r}")
-    return {
+    params = {
         "size": int(size),
         "tokenizer": str(tokenizer),
         "max_length": int(max_length),
         "dtype": dtype,
         "transform_options": dict(sorted((transform_options or {}).items())),
     }
+    try:
+        return json.loads(json.dumps(params))
+    except TypeError as err:
+        raise CacheError(f"transform_options must be JSON values (numbers, strings, lists): {err}") from err
 
 
 # ---------------------------------------------------------------------------------------------- workers
 _TRANSFORM = None  # one sample_transform per worker process, built by _init_worker
 
 
-def _init_worker(params: Mapping[str, Any]) -> None:
+def _init_worker(params: Mapping[str, Any], pool_worker: bool = True) -> None:
     """Build the per-row pipeline once per process (loading the tokenizer is the slow part)."""
     global _TRANSFORM
     import torch
 
     from radmi.data.pipeline import sample_transform
 
-    torch.set_num_threads(1)  # parallelism comes from the processes
+    if pool_worker:
+        torch.set_num_threads(1)  # parallelism comes from the processes
     _TRANSFORM = sample_transform(
         image_size=params["size"],
         tokenizer=params["tokenizer"],
@@ -306,7 +315,7 @@ def _run_chunks(
 ) -> Iterator[tuple[int, dict[str, np.ndarray], list[dict[str, Any]]]]:
     """Yield finished chunks, in process (``workers`` <= 1) or from a process pool, in completion order."""
     if workers <= 1:
-        _init_worker(params)
+        _init_worker(params, pool_worker=False)
         for number, first, end in todo:
             yield _process_chunk(number, first, records[first:end], params, on_error)
         return

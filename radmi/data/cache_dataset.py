@@ -136,7 +136,7 @@ class CachedDataset(Dataset):
         images = torch.empty(pixels.shape, dtype=torch.float32)
         if in_worker:
             images.share_memory_()
-        images.copy_(pixels).div_(self._scale)
+        images.copy_(pixels).div_(self._scale)  # measured faster than one mixed-dtype torch.div(..., out=)
         batch: dict[str, Any] = {"image": images}
         for key in _TOKEN_KEYS:
             batch[key] = torch.from_numpy(raw[key]).to(torch.int64)

@@ -122,7 +122,9 @@ def resolve_paths(paths: pd.Series, base: str | PathLike) -> pd.Series:
     """Relative paths joined onto ``base`` (absolute ones kept), vectorized."""
     base = os.path.abspath(base)
     joined = paths.where(_is_absolute(paths), base + os.sep + paths)
-    dotted = joined.str.contains(r"(?:^|[\\/])\.\.?(?:[\\/]|$)")  # "../files/..." -> normalized, only where needed
+    dotted = joined.str.contains(
+        r"(?:^|[\\/])\.\.?(?:[\\/]|$)"
+    )  # "../files/..." -> normalized, only where needed
     return joined.where(~dotted, joined[dotted].map(os.path.normpath))
 
 
@@ -188,8 +190,14 @@ def _relative_to(paths: pd.Series, base: str) -> pd.Series:
     ):
         return paths
     relative_common = os.path.relpath(common, base)
+    if relative_common.split(os.sep).count("..") > MAX_PARENT_LEVELS:
+        return paths  # data far away from the manifest: absolute paths read better than ../../../..
     lead = "" if relative_common == "." else relative_common + os.sep
     return paths.where(~absolute, lead + paths.str.slice(len(prefix)))
+
+
+#: ``write_manifest`` writes relative paths when the data is at most this many folders above the manifest.
+MAX_PARENT_LEVELS = 2
 
 
 def write_manifest(manifest: pd.DataFrame, path: str | PathLike, relative: bool = True) -> Path:
@@ -198,7 +206,8 @@ def write_manifest(manifest: pd.DataFrame, path: str | PathLike, relative: bool 
     Args:
         manifest: ids/paths/view/split as strings, labels and edema as numbers or NaN.
         path: output CSV; its folder is created.
-        relative: write paths relative to the manifest's folder (portable when the tree moves with it).
+        relative: write paths relative to the manifest's folder (portable when the tree moves with it)
+            where the files share a folder at most ``MAX_PARENT_LEVELS`` above it; others stay absolute.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -31,7 +31,9 @@ def _to_int64(value) -> torch.Tensor:
     return torch.tensor(int(value), dtype=torch.int64)
 
 
-def image_transforms(image_size: int = 256, resize_mode: str = "pad", voi: str = "auto") -> list[MapTransform]:
+def image_transforms(
+    image_size: int = 256, resize_mode: str = "pad", voi: str = "auto"
+) -> list[MapTransform]:
     """``image_path`` -> ``image`` (1 x ``image_size`` x ``image_size``), DICOM or PNG/JPG by suffix."""
     from radmi.transforms.dicom import LoadXRayd
     from radmi.transforms.image import XRayResized

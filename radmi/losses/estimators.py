@@ -46,11 +46,13 @@ def _prepare(
     return scores, negatives, valid, eye
 
 
-def _weighted_mean(values: torch.Tensor, weights: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-    total = weights.sum()
-    if total == 0:
-        return scores.sum() * 0.0  # nothing to estimate; keeps the graph connected
-    return (torch.where(weights > 0, values, torch.zeros_like(values)) * weights).sum() / total
+def _weighted_mean(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Weighted mean of ``values``; entries with weight 0 are ignored even if they are not finite (0 if all are).
+
+    No data-dependent branch, so the GPU never waits for the host here.
+    """
+    kept = torch.where(weights > 0, values, torch.zeros_like(values))
+    return (kept * weights).sum() / weights.sum().clamp(min=1)
 
 
 def infonce_bound(
@@ -78,7 +80,7 @@ def infonce_bound(
     column_bound = row_candidates.sum(-2).float().log() - (column_lse - positives)
     weights = valid.float()
     both = torch.stack([row_bound, column_bound])
-    return _weighted_mean(both, weights.expand_as(both), scores)
+    return _weighted_mean(both, weights.expand_as(both))
 
 
 def _per_slot_positive_mean(values: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -111,7 +113,7 @@ def dv_bound(
         - negative_count.clamp(min=1).log()
     )
     weights = torch.where(negative_count > 0, positive_count, torch.zeros_like(positive_count))
-    return _weighted_mean(positive_mean - log_mean_exp, weights, scores)
+    return _weighted_mean(positive_mean - log_mean_exp, weights)
 
 
 def jsd_bound(
@@ -130,7 +132,7 @@ def jsd_bound(
     negative_count = negatives.flatten(-2).sum(-1).float()
     negative_mean = negative_values.sum(-1) / negative_count.clamp(min=1)
     weights = torch.where(negative_count > 0, positive_count, torch.zeros_like(positive_count))
-    return _weighted_mean(positive_mean - negative_mean, weights, scores)
+    return _weighted_mean(positive_mean - negative_mean, weights)
 
 
 #: Estimator name -> function, as named in configs.

@@ -29,54 +29,62 @@ WEIGHTS_FILE = "image_encoder.pt"
 CONFIG_FILE = "image_encoder.json"
 
 
-def _resnet_stages(backbone: str, local_stride: int) -> tuple[nn.Module, nn.Module, int, int]:
-    """Split a MONAI ResNet into (input -> local map, local map -> last map, local channels, last channels)."""
+def _dilate(stage: nn.Module) -> None:
+    """Turn a stride-2 stage into a stride-1 stage with dilated 3 x 3 convolutions (same receptive field).
+
+    The strided convolutions (3 x 3 and the 1 x 1 shortcut) get stride 1; every other 3 x 3 convolution gets
+    dilation 2, as in DeepLab's output-stride-16 ResNets. No parameter changes shape, so weights still load.
+    """
+    for module in stage.modules():
+        if isinstance(module, nn.Conv2d):
+            if module.stride != (1, 1):
+                module.stride = (1, 1)
+            elif module.kernel_size == (3, 3):
+                module.dilation, module.padding = (2, 2), (2, 2)
+
+
+def _resnet_features(backbone: str, local_stride: int) -> tuple[nn.Sequential, int]:
+    """MONAI ResNet without its classifier, ending at ``local_stride``; returns (features, channels)."""
     factory = {"resnet18": resnet18, "resnet34": resnet34, "resnet50": resnet50}[backbone]
     # conv1 stride 2 + max pool gives the usual 1/4 stem, so layer3 ends at 1/16 and layer4 at 1/32
     net = factory(spatial_dims=2, n_input_channels=1, conv1_t_size=7, conv1_t_stride=2, feed_forward=False)
-    stages = [
-        ("conv1", net.conv1),
-        ("bn1", net.bn1),
-        ("act", net.act),
-        ("maxpool", net.maxpool),
-        ("layer1", net.layer1),
-        ("layer2", net.layer2),
-        ("layer3", net.layer3),
-        ("layer4", net.layer4),
-    ]
-    expansion = 4 if backbone == "resnet50" else 1
-    channels_16, channels_32 = 256 * expansion, 512 * expansion
-    split = len(stages) - 1 if local_stride == 16 else len(stages)
-    to_local = nn.Sequential(OrderedDict(stages[:split]))
-    to_last = nn.Sequential(OrderedDict(stages[split:]))
-    return to_local, to_last, (channels_16 if local_stride == 16 else channels_32), channels_32
+    if local_stride == 16:
+        _dilate(net.layer4)
+    names = ("conv1", "bn1", "act", "maxpool", "layer1", "layer2", "layer3", "layer4")
+    features = nn.Sequential(OrderedDict((name, getattr(net, name)) for name in names))
+    return features, 512 * (4 if backbone == "resnet50" else 1)
 
 
-def _densenet_stages(local_stride: int) -> tuple[nn.Module, nn.Module, int, int]:
-    """Split MONAI's DenseNet-121 the same way; the final ReLU of its classifier is kept on the last map."""
+def _densenet_features(local_stride: int) -> tuple[nn.Sequential, int]:
+    """MONAI DenseNet-121 features plus the ReLU of its classifier, ending at ``local_stride``."""
     net = DenseNet121(spatial_dims=2, in_channels=1, out_channels=1)
-    stages = list(net.features.named_children()) + [("relu5", nn.ReLU(inplace=False))]
-    # denseblock3 ends at 1/16 (1024 channels); transition3 halves the size to 1/32
-    split = [name for name, _ in stages].index("transition3") if local_stride == 16 else len(stages)
-    to_local = nn.Sequential(OrderedDict(stages[:split]))
-    to_last = nn.Sequential(OrderedDict(stages[split:]))
-    return to_local, to_last, 1024, 1024
+    if local_stride == 16:
+        net.features.transition3.pool = nn.Identity()  # the last halving of the resolution
+        _dilate(net.features.denseblock4)
+    stages = [*net.features.named_children(), ("relu5", nn.ReLU(inplace=False))]
+    return nn.Sequential(OrderedDict(stages)), 1024
 
 
 class ImageEncoder(nn.Module):
     """CNN image encoder returning a global embedding and a local feature map.
 
+    The backbone's last feature map (``C x h x w``) is projected to E by a 1 x 1 convolution: that is the local
+    map, one E-vector per region. The global embedding is the mean of the local map over its regions (the
+    same as average pooling then a linear layer), so every parameter is trained by local, global and TVDIM
+    objectives alike and the downstream classifier reads the space the pretraining shaped.
+
     Args:
         backbone: one of :data:`BACKBONES` (MONAI ``ResNet`` 18/34/50 or ``DenseNet121``, 2-D, one channel).
         embed_dim: E, the size of both the global and the local embeddings.
-        local_stride: 16 or 32; the local map is taken after the backbone stage that reduces the input by this
-            factor (a 224 x 224 input gives 14 x 14 or 7 x 7 regions) and projected to E by a 1 x 1 convolution.
+        local_stride: input pixels per region: 32 is the backbone as designed (224 px -> 7 x 7 regions); 16
+            removes the last stage's down-sampling and dilates its 3 x 3 convolutions instead (224 px ->
+            14 x 14 regions, the same weights, about 4x the last stage's compute).
         pretrained_path: optional weights to start from: an ``ImageEncoder`` state dict / run directory (all keys
             must match), or a plain MONAI backbone state dict (matched by name, the classifier ignored).
 
     Shapes:
-        input ``B x 1 x H x W`` float (intensities in [0, 1]); output ``(B x E, B x E x h x w)``.
-        ``torch.channels_last`` inputs stay channels-last through the convolutions.
+        input ``B x 1 x H x W`` float (intensities in [0, 1]); output ``(B x E, B x E x h x w)`` with
+        ``h = ceil(H / local_stride)``. ``torch.channels_last`` inputs stay channels-last through the network.
     """
 
     def __init__(
@@ -95,16 +103,10 @@ class ImageEncoder(nn.Module):
         self.embed_dim = int(embed_dim)
         self.local_stride = int(local_stride)
         if backbone == "densenet121":
-            self.to_local, self.to_last, local_channels, last_channels = _densenet_stages(local_stride)
+            self.features, self.feature_channels = _densenet_features(local_stride)
         else:
-            self.to_local, self.to_last, local_channels, last_channels = _resnet_stages(
-                backbone, local_stride
-            )
-        self.local_channels = local_channels
-        self.last_channels = last_channels
-        self.local_projection = nn.Conv2d(local_channels, self.embed_dim, kernel_size=1)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.global_projection = nn.Linear(last_channels, self.embed_dim)
+            self.features, self.feature_channels = _resnet_features(backbone, local_stride)
+        self.local_projection = nn.Conv2d(self.feature_channels, self.embed_dim, kernel_size=1)
         if pretrained_path is not None:
             self._load_pretrained(pretrained_path)
 
@@ -119,11 +121,8 @@ class ImageEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``x: B x 1 x H x W`` -> ``(global B x E, local B x E x h x w)``."""
-        local_features = self.to_local(x)
-        last_features = self.to_last(local_features)
-        local = self.local_projection(local_features)
-        pooled = torch.flatten(self.pool(last_features), 1)
-        return self.global_projection(pooled), local
+        local = self.local_projection(self.features(x))
+        return local.mean(dim=(2, 3)), local
 
     # ---- persistence -------------------------------------------------------------------------------------
     def save(self, models_dir: str | Path) -> Path:
@@ -142,15 +141,10 @@ class ImageEncoder(nn.Module):
         if set(state) == own_keys:
             self.load_state_dict(state)
             return
-        # a plain MONAI backbone state dict: map its names onto our two stages
-        mapped = {}
-        for module in (self.to_local, self.to_last):
-            prefix = "to_local." if module is self.to_local else "to_last."
-            for key in module.state_dict():
-                source = key if self.backbone_name != "densenet121" else f"features.{key}"
-                if source in state:
-                    mapped[prefix + key] = state[source]
-        backbone_keys = {k for k in own_keys if k.startswith(("to_local.", "to_last."))}
+        # a plain MONAI backbone state dict: ResNet keys sit at the top level, DenseNet's under "features."
+        prefix = "" if self.backbone_name == "densenet121" else "features."
+        mapped = {prefix + key: value for key, value in state.items() if prefix + key in own_keys}
+        backbone_keys = {k for k in own_keys if k.startswith("features.")}
         missing = sorted(backbone_keys - set(mapped))
         if missing:
             raise ModelLoadError(

@@ -78,9 +78,8 @@ CODEC_PACKAGES: dict[str, str] = {
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _MONOCHROME = ("MONOCHROME1", "MONOCHROME2")
-_TABLE_MAX_BYTES = (
-    2  # pixel dtypes up to 16 bits go through a value table; wider ones are mapped pixel by pixel
-)
+# pixel dtypes up to 16 bits go through a value table; wider ones are mapped pixel by pixel
+_TABLE_MAX_BYTES = 2
 
 
 # --------------------------------------------------------------------------------------------- reading
@@ -290,9 +289,8 @@ def _values_to_unit(values: np.ndarray, ds: Dataset, step: str) -> np.ndarray:
     out = apply_modality_lut(values, ds)
     if step == "lut":
         if out.dtype.kind == "f" and np.array_equal(out, np.round(out)):
-            out = out.astype(
-                np.int64
-            )  # integral rescale output: LUT indices are exact, no pydicom float warning
+            # integral rescale output: exact LUT indices, and no pydicom warning about float input
+            out = out.astype(np.int64)
         out = apply_voi_lut(out, ds, index=0, prefer_lut=True)
         low, high = _voi_lut_output_range(ds)
     elif step == "window":
