@@ -26,7 +26,9 @@ from radmi.transforms.dicom import LoadXRayDicom  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path, default=Path("docs/images/demo_contact_sheet.png"))
     parser.add_argument("--data", type=Path, help="an existing demo dataset (default: generate one)")
     parser.add_argument("--studies", type=int, default=12)
@@ -39,7 +41,9 @@ def main() -> None:
     if root is None:
         root = Path(tempfile.mkdtemp(prefix="radmi-contact-")) / "data"
         generate(root, args.studies, seed=args.seed, size=args.size, views="frontal", progress=False)
-    metadata = pd.read_csv(root / layout.METADATA, dtype={"subject_id": str, "study_id": str, "dicom_id": str})
+    metadata = pd.read_csv(
+        root / layout.METADATA, dtype={"subject_id": str, "study_id": str, "dicom_id": str}
+    )
     records = pd.read_csv(root / layout.RECORD_LIST, dtype=str)[["dicom_id", "path"]]
     frontal = metadata[metadata.ViewPosition.isin(["PA", "AP"])].merge(records, on="dicom_id")
     frontal = frontal.head(args.studies)
@@ -47,7 +51,7 @@ def main() -> None:
 
     load = LoadXRayDicom()
     rows = -(-len(frontal) // args.columns)
-    figure, axes = plt.subplots(rows, args.columns, figsize=(4.2 * args.columns, 5.6 * rows), squeeze=False)
+    figure, axes = plt.subplots(rows, args.columns, figsize=(4.2 * args.columns, 6.2 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, study in zip(axes.flat, frontal.itertuples(), strict=False):
@@ -60,7 +64,7 @@ def main() -> None:
         report = (root / layout.report_path(study.subject_id, study.study_id)).read_text()
         impression = " ".join(parse_report(report)["impression"].split())
         caption = textwrap.fill(impression, 48)
-        caption = "\n".join(caption.splitlines()[:6])
+        caption = "\n".join(caption.splitlines()[:5])
         ax.set_title(f"{study.ViewPosition}  s{study.study_id}", fontsize=8)
         ax.text(0.0, -0.02, caption, transform=ax.transAxes, fontsize=7, va="top", ha="left", wrap=True)
     figure.tight_layout()

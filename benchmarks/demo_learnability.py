@@ -91,7 +91,9 @@ def labeler_agreement(root: Path) -> tuple[float, pd.Series]:
 # ---- 1. the supervised image check -----------------------------------------------------------------------
 def load_images(root: Path, size: int) -> tuple[torch.Tensor, pd.DataFrame]:
     """Frontal images as an N x 1 x size x size uint8 tensor (bright = dense) and their table (split, labels)."""
-    metadata = pd.read_csv(root / layout.METADATA, dtype={"subject_id": str, "study_id": str, "dicom_id": str})
+    metadata = pd.read_csv(
+        root / layout.METADATA, dtype={"subject_id": str, "study_id": str, "dicom_id": str}
+    )
     records = pd.read_csv(root / layout.RECORD_LIST, dtype=str)[["dicom_id", "path"]]
     split = pd.read_csv(root / layout.SPLIT, dtype=str)[["dicom_id", "split"]]
     chexpert = pd.read_csv(root / layout.CHEXPERT, dtype={"subject_id": str, "study_id": str})
@@ -131,7 +133,9 @@ def train_and_test(images, table, epochs: int, batch: int, lr: float, seed: int)
                 index = order[start : start + batch]
                 x = images[index].float() / 255.0
                 logits = network(x)
-                loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets[index], weight=mask[index])
+                loss = torch.nn.functional.binary_cross_entropy_with_logits(
+                    logits, targets[index], weight=mask[index]
+                )
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
@@ -151,7 +155,9 @@ def train_and_test(images, table, epochs: int, batch: int, lr: float, seed: int)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data", type=Path, help="an existing demo dataset (default: generate one)")
     parser.add_argument("--studies", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
@@ -177,8 +183,10 @@ def main() -> None:
     images, table = load_images(root, args.size)
     results = train_and_test(images, table, args.epochs, args.batch, args.lr, args.seed)
     minutes = (time.perf_counter() - start) / 60
-    print(f"images: {len(table)} (train+validate {int(table.split.isin(['train', 'validate']).sum())}, "
-          f"test {int((table.split == 'test').sum())}); load + train + test: {minutes:.1f} min on the CPU")
+    print(
+        f"images: {len(table)} (train+validate {int(table.split.isin(['train', 'validate']).sum())}, "
+        f"test {int((table.split == 'test').sum())}); load + train + test: {minutes:.1f} min on the CPU"
+    )
     for name, auc in results.items():
         mark = " (target >= 0.85)" if name in TARGET_LABELS else ""
         print(f"test AUROC {name:28s} {auc:.3f}{mark}")

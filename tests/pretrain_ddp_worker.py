@@ -32,8 +32,10 @@ def main() -> None:
     result = {
         "world_size": idist.get_world_size(),
         "ddp": isinstance(network, DistributedDataParallel),
-        "network": unwrap(network).state_dict(),
-        "objective": unwrap(objective).state_dict(),
+        # parameters only: BatchNorm running statistics are per process until DDP broadcasts rank 0's at the
+        # next forward, and rank 0's are the ones checkpointed
+        "network": {k: v.detach() for k, v in unwrap(network).named_parameters()},
+        "objective": {k: v.detach() for k, v in unwrap(objective).named_parameters()},
         "samples": torch.tensor(list(sampler)),
         "batch_size": workflow.parser.get_parsed_content("train#dataloader").batch_size,
     }

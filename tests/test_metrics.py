@@ -119,3 +119,28 @@ def test_ordinal_edema_missing_class_reported():
     out = edema_ordinal_aucs(np.array([0, 0, 1, 1]), np.array([0.1, 0.2, 0.3, 0.4]), n_bootstrap=10)
     assert out["012v3"].status == NO_POSITIVES
     assert out["0v123"].value == 1.0 and not math.isnan(out["0v123"].ci_low)
+
+
+def test_report_files(tmp_path):
+    import pandas as pd
+    from PIL import Image
+
+    from radmi.eval.plots import plot_roc_curves
+    from radmi.eval.report import write_report
+
+    y, s = _data(60)
+    y[:, 2] = 0.0
+    m = finding_metrics(y, s, ["a", "b", "c"], n_bootstrap=30)
+    m.edema = edema_ordinal_aucs(np.array([0, 1, 2, 3] * 15), np.tile(np.eye(4), (15, 1)), n_bootstrap=0)
+    paths = write_report(m, tmp_path, extra={"split": "test"})
+    table = pd.read_csv(paths["csv"])
+    # macro x2, 3 labels x2, 3 edema tasks
+    assert len(table) == 2 + 6 + 3
+    row = table[(table["name"] == "c") & (table["metric"] == "auroc")].iloc[0]
+    assert row["status"] == NO_POSITIVES and pd.isna(row["value"])
+    text = paths["markdown"].read_text()
+    assert "| c | 0 | 60 | no positives | no positives |" in text and "0v123" in text
+    assert json.loads(paths["json"].read_text())["run"]["split"] == "test"
+    png = plot_roc_curves(y, s, ["a", "b", "c"], tmp_path / "roc.png", columns=2)
+    with Image.open(png) as image:
+        assert image.size == (round(2 * 2.6 * 110), round(2 * 2.7 * 110))

@@ -9,12 +9,17 @@ from radmi.data.demo.generate import COMPRESS, VIEWS, generate
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="dataset root to create (must be empty or absent)")
-    parser.add_argument("--studies", type=int, required=True, help="number of studies (about 2.2 per subject)")
+    parser.add_argument(
+        "--studies", type=int, required=True, help="number of studies (about 2.2 per subject)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed: same seed, same bytes (default 0)")
     parser.add_argument("--size", type=int, default=512, help="stored image rows in pixels (default 512)")
     parser.add_argument("--views", choices=VIEWS, default="frontal", help="frontal only, or also laterals")
     parser.add_argument(
-        "--compress", choices=COMPRESS, default="mixed", help="mixed: some RLE/JPEG-LS/JPEG 2000 lossless files"
+        "--compress",
+        choices=COMPRESS,
+        default="mixed",
+        help="mixed: some RLE/JPEG-LS/JPEG 2000 lossless files",
     )
     parser.add_argument("--workers", type=int, default=1, help="parallel worker processes (default 1)")
 

@@ -49,6 +49,7 @@ from radmi.data.cache_store import (
     create_arrays,
     existing_shard_counts,
     file_sha256,
+    load_cache_info,
     open_arrays,
     params_mismatch,
     parse_shard,
@@ -204,17 +205,6 @@ def _process_chunk(
 def is_cache(path: str | PathLike) -> bool:
     """Whether ``path`` is a complete prepared cache folder."""
     return (Path(path) / CACHE_JSON).is_file()
-
-
-def load_cache_info(cache_dir: str | PathLike) -> dict[str, Any]:
-    """The parsed ``cache.json`` of a complete cache (CacheError if missing or of another format)."""
-    info = read_json(Path(cache_dir) / CACHE_JSON)
-    if info.get("format_version") != FORMAT_VERSION:
-        raise CacheError(
-            f"cache format {info.get('format_version')} is not the supported {FORMAT_VERSION}; prepare it again",
-            path=cache_dir,
-        )
-    return info
 
 
 def _check_recorded(

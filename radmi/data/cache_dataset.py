@@ -22,16 +22,7 @@ import torch
 from monai.data import Dataset, list_data_collate
 from torch.utils.data import get_worker_info
 
-from radmi.data.cache_store import (
-    CACHE_JSON,
-    FORMAT_VERSION,
-    INDEX_CSV,
-    PIXEL_MAX,
-    open_arrays,
-    read_json,
-    shard_dir,
-)
-from radmi.errors import CacheError
+from radmi.data.cache_store import INDEX_CSV, PIXEL_MAX, load_cache_info, open_arrays, shard_dir
 
 #: Token arrays, stored as small integers and returned as int64 (docs/architecture.md).
 _TOKEN_KEYS = ("input_ids", "attention_mask", "sentence_ids")
@@ -65,16 +56,7 @@ class CachedDataset(Dataset):
         transform: Callable | Sequence[Callable] | None = None,
     ) -> None:
         self.cache_dir = Path(cache_dir)
-        if not (self.cache_dir / CACHE_JSON).is_file():
-            raise CacheError(
-                "not a complete cache (no cache.json): run `radmi prepare`, for every --shard if sharded",
-                path=self.cache_dir,
-            )
-        self.info: dict[str, Any] = read_json(self.cache_dir / CACHE_JSON)
-        if self.info.get("format_version") != FORMAT_VERSION:
-            raise CacheError(
-                f"unsupported cache format {self.info.get('format_version')}", path=self.cache_dir
-            )
+        self.info: dict[str, Any] = load_cache_info(self.cache_dir)
         if split is not None and split not in _SPLITS:
             raise ValueError(f"split must be one of {_SPLITS} or None, not {split!r}")
         index = pd.read_csv(
@@ -116,7 +98,7 @@ class CachedDataset(Dataset):
         """Raw arrays of the kept rows ``positions`` (into ``self.index``), batch first."""
         arrays = self._shard_arrays()
         shards, slots = self._shard[positions], self._slot[positions]
-        if len(arrays) == 1 or (shards == shards[0]).all():
+        if len(positions) == 0 or (shards == shards[0]).all():
             source = arrays[int(shards[0])] if len(positions) else arrays[0]
             return {name: source[name][slots] for name in source}
         out = {name: np.empty((len(positions), *a.shape[1:]), a.dtype) for name, a in arrays[0].items()}

@@ -101,6 +101,27 @@ def read_json(path: str | PathLike) -> dict[str, Any]:
         raise CacheError(f"cannot read cache file ({err})", path=path) from err
 
 
+def load_cache_info(cache_dir: str | PathLike) -> dict[str, Any]:
+    """The parsed ``cache.json`` of a complete cache.
+
+    Raises:
+        CacheError: no ``cache.json`` (not a cache, or a shard is unfinished), or another format version.
+    """
+    path = Path(cache_dir) / CACHE_JSON
+    if not path.is_file():
+        raise CacheError(
+            "not a complete cache (no cache.json): run `radmi prepare`, for every --shard if sharded",
+            path=cache_dir,
+        )
+    info = read_json(path)
+    if info.get("format_version") != FORMAT_VERSION:
+        raise CacheError(
+            f"cache format {info.get('format_version')} is not the supported {FORMAT_VERSION}; prepare it again",
+            path=cache_dir,
+        )
+    return info
+
+
 def parse_shard(shard: str | None) -> tuple[int, int]:
     """``"i/n"`` (0-based ``i`` < ``n``) -> ``(i, n)``; ``None`` -> ``(0, 1)``."""
     if shard is None:

@@ -336,20 +336,26 @@ def data_loader(
 ) -> torch.utils.data.DataLoader:
     """Loader for a classification split; manifest datasets get ``ManifestDataLoader`` (counts skipped rows).
 
-    Shuffling uses a private generator seeded with ``seed``, so a run's batch order is reproducible.
+    Shuffling uses a private generator seeded with ``seed``, so a run's batch order is reproducible. A training
+    (shuffled) loader drops its last batch only when that batch would hold a single sample, which batch norm
+    cannot train on.
     """
     from monai.data import DataLoader
 
     from radmi.data.dataset import ManifestDataLoader, ManifestDataset
 
     generator = torch.Generator().manual_seed(int(seed))
-    if isinstance(dataset, ManifestDataset):
-        return ManifestDataLoader(
-            dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers, generator=generator
-        )
-    return DataLoader(
-        dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers, generator=generator
+    drop_last = bool(shuffle and len(dataset) > batch_size and len(dataset) % batch_size == 1)
+    kwargs = dict(
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=num_workers,
+        generator=generator,
+        drop_last=drop_last,
     )
+    if isinstance(dataset, ManifestDataset):
+        return ManifestDataLoader(dataset, **kwargs)
+    return DataLoader(dataset, **kwargs)
 
 
 # ------------------------------------------------------------------------------------------------ evaluation

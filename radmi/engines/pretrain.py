@@ -18,7 +18,7 @@ data) and prepares the cache once into the run directory when needed.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -101,13 +101,19 @@ def _build_manifest(root: Path, out: Path) -> Path:
 
 
 def train_loader(
-    dataset: Dataset, batch_size: int, seed: int = 0, num_workers: int = 0, drop_last: bool = True
+    dataset: Dataset,
+    batch_size: int,
+    seed: int = 0,
+    num_workers: int = 0,
+    drop_last: bool = True,
+    collate_fn: Callable | None = None,
 ) -> DataLoader:
     """The training ``DataLoader``: a :class:`ResumableSampler` and its own random generator.
 
     ``batch_size`` is the global batch; with several processes ``idist.auto_dataloader`` splits it. The
     loader's private ``torch.Generator`` keeps iterator creation from drawing on the global torch generator,
-    which exact resume relies on.
+    which exact resume relies on. ``collate_fn``: e.g. ``radmi.data.cache.collate_cached``, which keeps the
+    batches ``CachedDataset.__getitems__`` reads already stacked.
     """
     sampler = ResumableSampler(dataset, seed=seed, drop_last=drop_last)
     generator = torch.Generator().manual_seed(seed)
@@ -119,10 +125,13 @@ def train_loader(
         drop_last=drop_last,
         generator=generator,
         persistent_workers=num_workers > 0,
+        collate_fn=collate_fn,
     )
 
 
-def val_loader(dataset: Dataset, batch_size: int, num_workers: int = 0) -> DataLoader:
+def val_loader(
+    dataset: Dataset, batch_size: int, num_workers: int = 0, collate_fn: Callable | None = None
+) -> DataLoader:
     """Held-out loader in a fixed order; every process evaluates the whole set (the metrics need all pairs)."""
     return DataLoader(
         dataset,
@@ -131,6 +140,7 @@ def val_loader(dataset: Dataset, batch_size: int, num_workers: int = 0) -> DataL
         num_workers=num_workers,
         generator=torch.Generator().manual_seed(0),
         pin_memory=idist.device().type == "cuda",
+        collate_fn=collate_fn,
     )
 
 

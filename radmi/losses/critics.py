@@ -103,8 +103,10 @@ class ConcatMLPCritic(Critic):
     The first layer is separable, ``W [v; s] + b = W_v v + W_s s + b``, so it is applied once per feature rather
     than once per pair. The later layers must run per pair; pairs are processed in chunks of at most
     ``chunk_pairs`` and, when gradients are needed, each chunk is recomputed in the backward pass
-    (``torch.utils.checkpoint``) so that memory holds one chunk's activations at a time. With the defaults
-    B = 64 images x 14 x 14 regions against 64 x 16 sentences (12.8 M pairs) needs about 2 GB in float32.
+    (``torch.utils.checkpoint``) so that memory holds one chunk's activations at a time. Peak memory is thus
+    set by the chunk, not the batch: with the defaults, 2^18 pairs x (1024 + 512) hidden floats is about 1.6 GB
+    of float32 activations (a few GB with their gradients), whether the grid is B = 64 images x 14 x 14 regions
+    against 64 x 16 sentences (12.8 M pairs) or larger. The pair grid of scores itself is 4 bytes per pair.
 
     Args:
         dim_v, dim_s: feature sizes of the image and text sides.

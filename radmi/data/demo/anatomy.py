@@ -157,7 +157,9 @@ def heart_mask(u, v, patient: Patient, view: str, cardiomegaly: int) -> np.ndarr
     bottom = patient.lung_center("right", view)[1] + 0.6 * patient.lung_half_height
     if view == "lateral":
         # anterior-inferior; enlargement grows backwards (toward the spine)
-        return soft_ellipse(u, v, (0.28 + half_width * 0.9, bottom - 0.12), (half_width * 0.9, 0.13), edge=0.06)
+        return soft_ellipse(
+            u, v, (0.28 + half_width * 0.9, bottom - 0.12), (half_width * 0.9, 0.13), edge=0.06
+        )
     center_u = 0.5 + 0.25 * half_width  # two thirds of the heart lie left of the midline
     return soft_ellipse(u, v, (center_u, bottom - 0.1), (half_width, 0.11), edge=0.06)
 
@@ -186,7 +188,11 @@ def _render_frontal(u, v, patient, markings, cardiomegaly, mediastinum) -> np.nd
     media = mediastinum_mask(u, v, patient, "frontal", mediastinum)
     air = lungs * (1.0 - np.maximum(heart, media))
     thorax = smoothstep((patient.thorax_half_width + 0.03 - np.abs(u - 0.5)) / 0.02)
-    ribs = _ribs(u, v, patient, 0.5) * thorax * smoothstep((patient.dome(u, "right", "frontal") + 0.05 - v) / 0.03)
+    ribs = (
+        _ribs(u, v, patient, 0.5)
+        * thorax
+        * smoothstep((patient.dome(u, "right", "frontal") + 0.05 - v) / 0.03)
+    )
     spine = smoothstep((0.035 - np.abs(u - 0.5)) / 0.01) * (0.8 + 0.2 * np.cos(2.0 * np.pi * v / 0.045))
     clavicles = np.zeros_like(u)
     for sign in (-1.0, 1.0):
@@ -195,8 +201,13 @@ def _render_frontal(u, v, patient, markings, cardiomegaly, mediastinum) -> np.nd
         centerline = patient.lung_top + 0.02 - 0.12 * (du - 0.05) + 0.5 * (du - 0.2) ** 2
         along = smoothstep((du - 0.05) / 0.02) * smoothstep((0.4 - du) / 0.03)
         clavicles += smoothstep(1.0 - np.abs(v - centerline) / 0.014) * along
-    gastric = soft_ellipse(u, v, (0.5 + patient.lung_offset, patient.dome(np.float32(0.6), "left", "frontal") + 0.05),
-                           (0.05, 0.03), edge=0.3)
+    gastric = soft_ellipse(
+        u,
+        v,
+        (0.5 + patient.lung_offset, patient.dome(np.float32(0.6), "left", "frontal") + 0.05),
+        (0.05, 0.03),
+        edge=0.3,
+    )
     density = (
         SOFT_TISSUE * body
         - LUNG_AIR * air
@@ -220,7 +231,9 @@ def _render_lateral(u, v, patient, markings, cardiomegaly, mediastinum) -> np.nd
     spine_u = 0.78
     spine = smoothstep((0.05 - np.abs(u - spine_u)) / 0.01) * (0.7 + 0.3 * np.cos(2.0 * np.pi * v / 0.05))
     sternum = smoothstep((0.012 - np.abs(u - 0.2 - 0.1 * (v - 0.3))) / 0.006) * (v > 0.2) * (v < 0.62)
-    ribs = _ribs(u, v, patient, spine_u) * smoothstep((0.75 - ellipse_radius(u, v, (0.52, 0.45), (0.3, 0.4))) / 0.1)
+    ribs = _ribs(u, v, patient, spine_u) * smoothstep(
+        (0.75 - ellipse_radius(u, v, (0.52, 0.45), (0.3, 0.4))) / 0.1
+    )
     density = (
         SOFT_TISSUE * body
         - 0.8 * LUNG_AIR * air

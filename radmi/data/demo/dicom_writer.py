@@ -115,7 +115,9 @@ def _compress(ds: Dataset, pixels: np.ndarray, syntax: str) -> str:
         if syntax not in _warned:
             _warned.add(syntax)
             missing = "; ".join(encoder.missing_dependencies)
-            warnings.warn(f"no encoder for {syntax.name} ({missing}); writing those files uncompressed", stacklevel=2)
+            warnings.warn(
+                f"no encoder for {syntax.name} ({missing}); writing those files uncompressed", stacklevel=2
+            )
         return ExplicitVRLittleEndian
     ds.compress(syntax, pixels, generate_instance_uid=False)  # keep the seed-derived UID
     return syntax
@@ -139,7 +141,9 @@ def build_dataset(
     the same UIDs. The patient name/ID are synthetic and never appear in a report.
     """
     rows, cols = pixels.shape
-    sop_class = ComputedRadiographyImageStorage if style.modality == "CR" else DigitalXRayImageStorageForPresentation
+    sop_class = (
+        ComputedRadiographyImageStorage if style.modality == "CR" else DigitalXRayImageStorageForPresentation
+    )
     sop_uid = generate_uid(entropy_srcs=["radmi-demo", str(seed), dicom_id])
     ds = Dataset()
     ds.file_meta = FileMetaDataset()

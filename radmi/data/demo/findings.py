@@ -140,7 +140,9 @@ def _sample_one(label: str, rng: np.random.Generator) -> Finding:
         return Finding(label, "bilateral", "mid", int(rng.integers(1, 4)), hedged)
     # focal findings: consolidation, lung opacity, lung lesion in any zone of one lung
     zone_p = [0.2, 0.3, 0.5] if label != LUNG_LESION else [0.4, 0.35, 0.25]
-    return Finding(label, str(rng.choice(SIDES)), str(rng.choice(ZONES, p=zone_p)), int(rng.integers(1, 4)), hedged)
+    return Finding(
+        label, str(rng.choice(SIDES)), str(rng.choice(ZONES, p=zone_p)), int(rng.integers(1, 4)), hedged
+    )
 
 
 def _sample_devices(rng: np.random.Generator) -> list[Finding]:

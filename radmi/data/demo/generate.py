@@ -66,10 +66,14 @@ def plan_studies(studies: int, seed: int, size: int, views: str, compress: str) 
     subject_ids = layout.unique_ids(rng, n_subjects, 1)
     study_ids = layout.unique_ids(rng, studies, 5)
     # every subject gets one study, the rest go to random subjects
-    owners = np.concatenate([np.arange(n_subjects), rng.integers(0, n_subjects, size=max(0, studies - n_subjects))])
+    owners = np.concatenate(
+        [np.arange(n_subjects), rng.integers(0, n_subjects, size=max(0, studies - n_subjects))]
+    )
     owners = owners[:studies]
     splits = layout.assign_splits(subject_ids, rng)
-    names = [f"DEMO^{''.join(rng.choice(list('ABCDEFGHJKLMNPRSTUVWXYZ'), size=6))}" for _ in range(n_subjects)]
+    names = [
+        f"DEMO^{''.join(rng.choice(list('ABCDEFGHJKLMNPRSTUVWXYZ'), size=6))}" for _ in range(n_subjects)
+    ]
     patient_ids = [f"RD{int(v):08X}" for v in rng.integers(0, 2**32, size=n_subjects)]
     base_days = rng.integers(0, 40 * 365, size=n_subjects)
     visits = np.zeros(n_subjects, dtype=np.int64)
@@ -93,7 +97,12 @@ def _view_positions(rng: np.random.Generator, study: F.StudyFindings, views: str
     return positions
 
 
-_VIEW_MEANING = {"PA": "postero-anterior", "AP": "antero-posterior", "LATERAL": "lateral", "LL": "left lateral"}
+_VIEW_MEANING = {
+    "PA": "postero-anterior",
+    "AP": "antero-posterior",
+    "LATERAL": "lateral",
+    "LL": "left lateral",
+}
 
 
 def write_study(plan: StudyPlan, out: Path) -> tuple[list[dict], dict, list[dict]]:

@@ -60,7 +60,9 @@ def report_path(subject_id: str, study_id: str) -> str:
     return f"{study_dir(subject_id, study_id)}.txt"
 
 
-def assign_splits(subject_ids: list[str], rng: np.random.Generator, fractions=(0.8, 0.1, 0.1)) -> dict[str, str]:
+def assign_splits(
+    subject_ids: list[str], rng: np.random.Generator, fractions=(0.8, 0.1, 0.1)
+) -> dict[str, str]:
     """Split by subject (all studies of a subject in one split): train/validate/test in ``fractions``."""
     order = rng.permutation(len(subject_ids))
     n_train = int(round(fractions[0] * len(subject_ids)))
@@ -95,4 +97,7 @@ def write_root_csvs(out: Path, images: list[dict], studies: list[dict], location
     _write(study_frame[["subject_id", "study_id", *CHEXPERT_LABELS]], out / CHEXPERT)
     _write(study_frame[["subject_id", "study_id", "edema_severity"]], out / EDEMA_SEVERITY)
     location_frame = pd.DataFrame(locations, columns=list(LOCATION_COLUMNS))
-    _write(location_frame.sort_values(["subject_id", "study_id", "dicom_id"], kind="stable"), out / FINDING_LOCATIONS)
+    _write(
+        location_frame.sort_values(["subject_id", "study_id", "dicom_id"], kind="stable"),
+        out / FINDING_LOCATIONS,
+    )

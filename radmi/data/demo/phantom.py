@@ -56,7 +56,9 @@ class Acquisition:
         return Acquisition(
             rows=size,
             cols=int(round(size * aspect)),
-            rotation=float(np.deg2rad(rng.uniform(-6.0, 6.0) if view == "frontal" else rng.uniform(-3.0, 3.0))),
+            rotation=float(
+                np.deg2rad(rng.uniform(-6.0, 6.0) if view == "frontal" else rng.uniform(-3.0, 3.0))
+            ),
             zoom=float(rng.uniform(0.9, 1.06)),
             shift=(float(rng.uniform(-0.03, 0.03)), float(rng.uniform(-0.03, 0.03))),
             gain=float(rng.uniform(1.0, 1.3)),
@@ -83,7 +85,9 @@ class Acquisition:
         edge_offset = offset + 0.5 - matrix @ np.array([0.5, 0.5])
         data = (matrix[1, 1], matrix[1, 0], edge_offset[1], matrix[0, 1], matrix[0, 0], edge_offset[0])
         image = Image.fromarray(np.ascontiguousarray(canvas, dtype=np.float32))
-        warped = image.transform((self.cols, self.rows), Image.Transform.AFFINE, data, Image.Resampling.BILINEAR)
+        warped = image.transform(
+            (self.cols, self.rows), Image.Transform.AFFINE, data, Image.Resampling.BILINEAR
+        )
         return np.asarray(warped, dtype=np.float32)
 
     def box(self, support: np.ndarray) -> tuple[int, int, int, int] | None:
@@ -166,8 +170,14 @@ def finding_delta(
             a, _ = patient.lung_axes(view)
             lateral = np.clip(_lateral_sign(side, view) * (u - cu) / a, -1.0, 1.2)
             # the meniscus rises toward the chest wall and blunts the costophrenic angle
-            level = patient.dome(np.float32(cu), side, view) - height - 0.6 * height * np.clip(lateral + 0.3, 0, None)
-            fluid = smoothstep((v - level) / 0.02) * lung_field(u, v, patient, side, view)
+            level = (
+                patient.dome(np.float32(cu), side, view)
+                - height
+                - 0.6 * height * np.clip(lateral + 0.3, 0, None)
+            )
+            # fading medially keeps the fluid off the heart shadow, which has no air left to replace
+            medial_fade = smoothstep((lateral + 0.45) / 0.35)
+            fluid = smoothstep((v - level) / 0.02) * medial_fade * lung_field(u, v, patient, side, view)
             delta += 0.95 * LUNG_AIR * fluid
     elif label == F.PNEUMOTHORAX:
         depth = {1: 0.14, 2: 0.22, 3: 0.32}[finding.severity]
@@ -272,7 +282,8 @@ def render(
 
     def grade(label: str, skip: int | None = None) -> int:
         return max(
-            (finding_list[k].severity for k in kept if k != skip and finding_list[k].label == label), default=0
+            (finding_list[k].severity for k in kept if k != skip and finding_list[k].label == label),
+            default=0,
         )
 
     anatomy = render_anatomy(u, v, patient, view, markings, grade(F.CARDIOMEGALY), grade(F.ENLARGED_CM))
@@ -299,5 +310,7 @@ def render(
     boxes: list[tuple[int, int, int, int] | None] = [None] * len(finding_list)
     for k, delta in deltas.items():
         magnitude = np.abs(delta)
-        boxes[k] = acquisition.box(magnitude > BOX_THRESHOLD * magnitude.max()) if magnitude.max() > 0 else None
+        boxes[k] = (
+            acquisition.box(magnitude > BOX_THRESHOLD * magnitude.max()) if magnitude.max() > 0 else None
+        )
     return Rendered(np.clip(image, 0.0, 1.0).astype(np.float32), boxes)

@@ -24,7 +24,11 @@ P_HEADER_TYPO = 0.05
 
 _ZONE_PHRASE = {"upper": "upper", "mid": "mid", "lower": "lower"}
 _DEGREE = {1: "mildly", 2: "moderately", 3: "severely"}
-_EDEMA = {1: "pulmonary vascular congestion", 2: "interstitial pulmonary edema", 3: "alveolar pulmonary edema"}
+_EDEMA = {
+    1: "pulmonary vascular congestion",
+    2: "interstitial pulmonary edema",
+    3: "alveolar pulmonary edema",
+}
 _HEDGES = ("may represent", "could reflect", "possibly")
 
 # Negation sentences, one label each; pairs are sometimes merged ("No pleural effusion or pneumothorax.").
@@ -39,7 +43,11 @@ _NEGATIONS = {
     "Pneumonia": ("No evidence of pneumonia.", "There is no evidence of pneumonia."),
     "Fracture": ("No displaced rib fracture.", "No acute fracture is seen."),
 }
-_NEGATION_NOUN = {F.EFFUSION: "pleural effusion", F.PNEUMOTHORAX: "pneumothorax", F.CONSOLIDATION: "focal consolidation"}
+_NEGATION_NOUN = {
+    F.EFFUSION: "pleural effusion",
+    F.PNEUMOTHORAX: "pneumothorax",
+    F.CONSOLIDATION: "focal consolidation",
+}
 
 _INDICATIONS = (
     "___ year old {sex} with shortness of breath  // ?effusion",
@@ -49,10 +57,16 @@ _INDICATIONS = (
     "History: ___ {sex} with dyspnea",
 )
 _EXAMS = {"frontal": ("CHEST (PORTABLE AP)", "CHEST (PA)"), "both": ("CHEST (PA AND LAT)",)}
-_TECHNIQUES = {"frontal": ("Single frontal view of the chest.", "Portable AP chest radiograph."),
-               "both": ("Chest PA and lateral.", "PA and lateral views of the chest.")}
+_TECHNIQUES = {
+    "frontal": ("Single frontal view of the chest.", "Portable AP chest radiograph."),
+    "both": ("Chest PA and lateral.", "PA and lateral views of the chest."),
+}
 _NORMAL_IMPRESSIONS = ("No acute cardiopulmonary process.", "No acute intrathoracic abnormality.")
-_FILLERS = ("The lungs are otherwise clear.", "Osseous structures are unremarkable.", "Lung volumes are normal.")
+_FILLERS = (
+    "The lungs are otherwise clear.",
+    "Osseous structures are unremarkable.",
+    "Lung volumes are normal.",
+)
 
 
 @dataclass
@@ -86,65 +100,93 @@ def finding_sentence(f: F.Finding, rng: np.random.Generator) -> str:
     s, side = f.severity, f.side
     size = F.SIZE_WORDS[s]
     if f.label == F.CARDIOMEGALY:
-        options = (f"The heart is {_DEGREE[s]} enlarged.", f"The cardiac silhouette is {_DEGREE[s]} enlarged.",
-                   f"{F.SEVERITY_WORDS[s]} cardiomegaly.")
+        options = (
+            f"The heart is {_DEGREE[s]} enlarged.",
+            f"The cardiac silhouette is {_DEGREE[s]} enlarged.",
+            f"{F.SEVERITY_WORDS[s]} cardiomegaly.",
+        )
     elif f.label == F.ENLARGED_CM:
-        options = (f"The upper mediastinum is {_DEGREE[s]} widened.",
-                   f"{F.SEVERITY_WORDS[s]} widening of the superior mediastinum.")
+        options = (
+            f"The upper mediastinum is {_DEGREE[s]} widened.",
+            f"{F.SEVERITY_WORDS[s]} widening of the superior mediastinum.",
+        )
     elif f.label == F.EFFUSION:
         if f.hedged:
             where = "both costophrenic angles" if side == "bilateral" else f"the {side} costophrenic angle"
             return _cap(f"blunting of {where} {_pick(rng, _HEDGES[:2])} a {size} pleural effusion.")
         if side == "bilateral":
-            options = (f"{size} bilateral pleural effusions at the lung bases.",
-                       f"{size} bilateral pleural effusions blunt both costophrenic angles.")
+            options = (
+                f"{size} bilateral pleural effusions at the lung bases.",
+                f"{size} bilateral pleural effusions blunt both costophrenic angles.",
+            )
         else:
-            options = (f"There is a {size} {side} pleural effusion layering at the base.",
-                       f"{size} {side}-sided pleural effusion blunts the costophrenic angle.",
-                       f"{size} {side} basilar pleural effusion.")
+            options = (
+                f"There is a {size} {side} pleural effusion layering at the base.",
+                f"{size} {side}-sided pleural effusion blunts the costophrenic angle.",
+                f"{size} {side} basilar pleural effusion.",
+            )
     elif f.label == F.PNEUMOTHORAX:
-        options = (f"There is a {size} {side} apical pneumothorax.",
-                   f"A {size} {side} pneumothorax is seen at the apex.",
-                   f"{size} {side}-sided apical pneumothorax with a visible pleural edge.")
+        options = (
+            f"There is a {size} {side} apical pneumothorax.",
+            f"A {size} {side} pneumothorax is seen at the apex.",
+            f"{size} {side}-sided apical pneumothorax with a visible pleural edge.",
+        )
     elif f.label == F.CONSOLIDATION:
         kind = {1: "patchy", 2: "focal", 3: "dense"}[s]
         if f.hedged:
-            options = (f"{kind} consolidation in the {_side_zone(f)} lung cannot be excluded.",
-                       f"{side} {_ZONE_PHRASE[f.zone]} lung density may represent {kind} consolidation.")
+            options = (
+                f"{kind} consolidation in the {_side_zone(f)} lung cannot be excluded.",
+                f"{side} {_ZONE_PHRASE[f.zone]} lung density may represent {kind} consolidation.",
+            )
         else:
-            options = (f"There is {kind} consolidation in the {_side_zone(f)} lung.",
-                       f"{kind} {_side_zone(f)} lung consolidation.",
-                       f"{kind} consolidation is present in the {_side_zone(f)} lung zone.")
+            options = (
+                f"There is {kind} consolidation in the {_side_zone(f)} lung.",
+                f"{kind} {_side_zone(f)} lung consolidation.",
+                f"{kind} consolidation is present in the {_side_zone(f)} lung zone.",
+            )
     elif f.label == F.LUNG_OPACITY:
         kind = {1: "faint", 2: "moderate", 3: "extensive"}[s]
         if f.hedged:
             options = (f"Possible {kind} opacity in the {_side_zone(f)} lung.",)
         else:
-            options = (f"There is {kind} patchy opacity in the {_side_zone(f)} lung.",
-                       f"{kind} hazy opacity projects over the {_side_zone(f)} lung zone.")
+            options = (
+                f"There is {kind} patchy opacity in the {_side_zone(f)} lung.",
+                f"{kind} hazy opacity projects over the {_side_zone(f)} lung zone.",
+            )
     elif f.label == F.ATELECTASIS:
         degree = F.SEVERITY_WORDS[s]
         where = "bibasilar" if side == "bilateral" else f"{side} basilar"
         if f.hedged:
-            options = (f"{where} linear density {_pick(rng, _HEDGES[:2])} {degree} atelectasis.",
-                       f"{degree} {where} streaky density, possibly atelectasis.")
+            options = (
+                f"{where} linear density {_pick(rng, _HEDGES[:2])} {degree} atelectasis.",
+                f"{degree} {where} streaky density, possibly atelectasis.",
+            )
         elif side == "bilateral":
-            options = (f"{degree} bibasilar linear atelectasis.", f"{degree} linear atelectasis at both lung bases.")
+            options = (
+                f"{degree} bibasilar linear atelectasis.",
+                f"{degree} linear atelectasis at both lung bases.",
+            )
         else:
-            options = (f"{degree} linear atelectasis at the {side} lung base.",
-                       f"{degree} plate-like atelectasis in the {side} lower lung.")
+            options = (
+                f"{degree} linear atelectasis at the {side} lung base.",
+                f"{degree} plate-like atelectasis in the {side} lower lung.",
+            )
     elif f.label == F.LUNG_LESION:
         cm = F.nodule_diameter_cm(s)
-        options = (f"There is a {cm} cm nodule in the {_side_zone(f)} lung.",
-                   f"A {cm} cm rounded nodule projects over the {_side_zone(f)} lung zone.",
-                   f"{side} {_ZONE_PHRASE[f.zone]} lung nodule measuring {cm} cm.")
+        options = (
+            f"There is a {cm} cm nodule in the {_side_zone(f)} lung.",
+            f"A {cm} cm rounded nodule projects over the {_side_zone(f)} lung zone.",
+            f"{side} {_ZONE_PHRASE[f.zone]} lung nodule measuring {cm} cm.",
+        )
     elif f.label == F.EDEMA:
         degree = F.SEVERITY_WORDS[s]
         if f.hedged:
             options = (f"Bilateral perihilar haziness may represent {degree} {_EDEMA[s]}.",)
         else:
-            options = (f"{degree} {_EDEMA[s]} with bilateral perihilar haziness.",
-                       f"There is {degree} {_EDEMA[s]}, bilateral and perihilar.")
+            options = (
+                f"{degree} {_EDEMA[s]} with bilateral perihilar haziness.",
+                f"There is {degree} {_EDEMA[s]}, bilateral and perihilar.",
+            )
     elif f.label == F.SUPPORT_DEVICES:
         options = _device_sentences(f, rng)
     else:  # pragma: no cover - every drawn label is handled above
@@ -155,14 +197,20 @@ def finding_sentence(f: F.Finding, rng: np.random.Generator) -> str:
 def _device_sentences(f: F.Finding, rng: np.random.Generator) -> tuple[str, ...]:
     if f.device == "endotracheal tube":
         cm = round(float(rng.uniform(3.0, 6.0)), 1)
-        return (f"Endotracheal tube tip terminates {cm} cm above the carina.",
-                "An endotracheal tube is in standard position in the upper trachea.")
+        return (
+            f"Endotracheal tube tip terminates {cm} cm above the carina.",
+            "An endotracheal tube is in standard position in the upper trachea.",
+        )
     if f.device == "central line":
         side = f.side
-        return (f"{side} internal jugular central venous catheter terminates in the mid SVC.",
-                f"A {side}-sided central line tip projects over the superior vena cava.")
-    return ("Left chest wall pacemaker with leads terminating in the right atrium and ventricle.",
-            "A left-sided pacemaker device is in place with leads in the heart.")
+        return (
+            f"{side} internal jugular central venous catheter terminates in the mid SVC.",
+            f"A {side}-sided central line tip projects over the superior vena cava.",
+        )
+    return (
+        "Left chest wall pacemaker with leads terminating in the right atrium and ventricle.",
+        "A left-sided pacemaker device is in place with leads in the heart.",
+    )
 
 
 def impression_sentence(f: F.Finding, rng: np.random.Generator) -> str:
@@ -223,7 +271,9 @@ def write_report(study: F.StudyFindings, rng: np.random.Generator, views: str = 
 
     findings_header, impression_header = "FINDINGS", "IMPRESSION"
     if rng.random() < P_HEADER_TYPO:
-        findings_header, impression_header = _pick(rng, (("FINDNGS", "IMPRESSION"), ("FINDINGS", "IMPRESSON")))
+        findings_header, impression_header = _pick(
+            rng, (("FINDNGS", "IMPRESSION"), ("FINDINGS", "IMPRESSON"))
+        )
     elif rng.random() < 0.1:
         impression_header = "CONCLUSION"
 
@@ -242,7 +292,9 @@ def write_report(study: F.StudyFindings, rng: np.random.Generator, views: str = 
         lines.append(_paragraph(impression))
     text = "\n".join(lines) + "\n"
     if rng.random() < P_ADDENDUM:
-        addendum = _paragraph(["ADDENDUM: Findings were discussed with Dr. ___ by telephone at ___ p.m. on ___."])
+        addendum = _paragraph(
+            ["ADDENDUM: Findings were discussed with Dr. ___ by telephone at ___ p.m. on ___."]
+        )
         text = f"{addendum}\n {'_' * 78}\n{text}"
     return Report(text, described)
 
@@ -252,6 +304,7 @@ def sentence_indices(text: str, sentences: list[str]) -> list[int]:
 
     The comparison ignores whitespace differences (wrapping) and list numbering, which the splitter removes.
     """
+
     def key(sentence: str) -> str:
         return " ".join(sentence.split())
 

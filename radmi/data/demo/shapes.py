@@ -46,7 +46,9 @@ def soft_ellipse(
     return smoothstep((1.0 - r) / max(edge, 1e-6))
 
 
-def bump(u: np.ndarray, v: np.ndarray, center: tuple[float, float], axes: tuple[float, float], angle: float = 0.0):
+def bump(
+    u: np.ndarray, v: np.ndarray, center: tuple[float, float], axes: tuple[float, float], angle: float = 0.0
+):
     """A dome ``(1 - r^2)^2`` inside the ellipse, exactly 0 outside: a focal density with soft borders."""
     r2 = ellipse_radius(u, v, center, axes, angle) ** 2
     return np.clip(1.0 - r2, 0.0, None) ** 2

@@ -1,6 +1,6 @@
 """Speed of the patient-bootstrap AUROC/AUPRC CIs: radmi's vectorized draws vs scikit-learn called per draw.
 
-    python benchmarks/bootstrap_auroc.py --samples 5000 --labels 14 --draws 1000
+    python benchmarks/bench_bootstrap_auroc.py --samples 5000 --labels 14 --draws 1000
 
 Both compute the same numbers (checked here on every draw); the baseline is ``roc_auc_score`` and
 ``average_precision_score`` with ``sample_weight`` in a Python loop over the draws.
