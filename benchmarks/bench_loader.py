@@ -72,20 +72,37 @@ def make_manifest(args: argparse.Namespace, work: Path) -> Path:
     return write_manifest(build_mimic_manifest(work / "demo", progress=False), work / "manifest.csv")
 
 
-def measure(loader: DataLoader, augment: RandBatchAugmentd | None) -> tuple[int, float, float]:
-    """Iterate ``loader`` once: (samples, seconds waiting for batches, seconds augmenting)."""
-    count, load_s, augment_s = 0, 0.0, 0.0
-    tick = time.perf_counter()
+def measure(loader: DataLoader, augment: RandBatchAugmentd | None) -> dict[str, float]:
+    """Iterate ``loader`` once: samples, and wall and CPU seconds spent waiting for batches and augmenting.
+
+    CPU seconds are this process's only (``time.process_time``): with ``--workers 0`` they are what the work
+    costs on one dedicated core, whatever else the machine is running.
+    """
+    totals = {"samples": 0, "load_s": 0.0, "augment_s": 0.0, "load_cpu": 0.0, "augment_cpu": 0.0}
+    tick, cpu_tick = time.perf_counter(), time.process_time()
     for batch in loader:
-        got = time.perf_counter()
-        load_s += got - tick
+        got, cpu_got = time.perf_counter(), time.process_time()
+        totals["load_s"] += got - tick
+        totals["load_cpu"] += cpu_got - cpu_tick
         if augment is not None:
             out = augment(batch)
             out["image"].sum()  # force the work (a no-op on the CPU, a sync on a GPU)
-        tick = time.perf_counter()
-        augment_s += tick - got
-        count += len(batch["image"])
-    return count, load_s, augment_s
+        tick, cpu_tick = time.perf_counter(), time.process_time()
+        totals["augment_s"] += tick - got
+        totals["augment_cpu"] += cpu_tick - cpu_got
+        totals["samples"] += len(batch["image"])
+    return totals
+
+
+def rates(run: dict[str, float]) -> dict[str, float]:
+    """pairs/s of the loader alone and of loader + augmentation, by wall clock and per CPU second."""
+    n = run["samples"]
+    return {
+        "loader": n / run["load_s"],
+        "full": n / (run["load_s"] + run["augment_s"]),
+        "loader_cpu": n / run["load_cpu"],
+        "full_cpu": n / (run["load_cpu"] + run["augment_cpu"]),
+    }
 
 
 def main() -> None:
@@ -103,7 +120,7 @@ def main() -> None:
         direct_loader = DataLoader(
             direct_set, batch_size=args.batch_size, num_workers=args.workers, collate_fn=list_data_collate
         )
-        n_direct, direct_load, direct_aug = measure(direct_loader, train)
+        direct = rates(measure(direct_loader, train))
 
         began = time.perf_counter()
         summary = prepare_cache(
@@ -123,13 +140,17 @@ def main() -> None:
                 collate_fn=collate_cached,
             )
 
-        n_centre, centre_load, centre_crop = measure(cached_loader(), centre)
-        n_cached, cached_load, cached_aug = measure(cached_loader(), train)
+        centre_run = measure(cached_loader(), centre)
+        train_run = measure(cached_loader(), train)
+    # cached "loader" includes the centre crop (a view, next to free); the direct loader's figure has no crop
+    centre_rates, train_rates = rates(centre_run), rates(train_run)
+    cached = {
+        "loader": centre_rates["full"],
+        "loader_cpu": centre_rates["full_cpu"],
+        "full": train_rates["full"],
+        "full_cpu": train_rates["full_cpu"],
+    }
 
-    direct_loader_rate = n_direct / direct_load
-    direct_full_rate = n_direct / (direct_load + direct_aug)
-    cached_loader_rate = n_centre / (centre_load + centre_crop)
-    cached_full_rate = n_cached / (cached_load + cached_aug)
     print(
         f"machine: {os.cpu_count()} CPUs (load average {os.getloadavg()[0]:.1f}), torch threads 1, "
         f"DataLoader workers {args.workers}, batch {args.batch_size}, cache {args.cache_size} px -> {args.crop} px"
@@ -137,18 +158,22 @@ def main() -> None:
     print(
         f"prepare_cache: {summary.kept} images in {prepare_s:.1f} s = {summary.kept / prepare_s:.1f} images/s"
     )
-    print(f"{'pairs/s':>32} {'direct':>10} {'cached':>10} {'ratio':>8}")
+    print(f"{'pairs/s':>44} {'direct':>9} {'cached':>9} {'ratio':>8}")
+    rows = [
+        ("loader (centre crop), wall clock", "loader"),
+        ("loader + CPU augmentation, wall clock", "full"),
+        ("loader (centre crop), per CPU second", "loader_cpu"),
+        ("loader + CPU augmentation, per CPU second", "full_cpu"),
+    ]
+    for label, key in rows:
+        if key.endswith("_cpu") and args.workers > 0:
+            continue  # the workers' CPU time is not counted here
+        print(f"{label:>44} {direct[key]:9.1f} {cached[key]:9.1f} {cached[key] / direct[key]:7.1f}x")
+    augment_s = train_run["augment_s"]
+    batches = max(1, train_run["samples"] // args.batch_size)
     print(
-        f"{'loader (centre crop)':>32} {direct_loader_rate:10.1f} {cached_loader_rate:10.1f} "
-        f"{cached_loader_rate / direct_loader_rate:7.1f}x"
-    )
-    print(
-        f"{'loader + CPU augmentation':>32} {direct_full_rate:10.1f} {cached_full_rate:10.1f} "
-        f"{cached_full_rate / direct_full_rate:7.1f}x"
-    )
-    print(
-        f"augmentation alone: {n_cached / cached_aug:.0f} pairs/s on the CPU "
-        f"({1000 * cached_aug / max(1, n_cached // args.batch_size):.1f} ms per batch)"
+        f"augmentation alone: {train_run['samples'] / augment_s:.0f} pairs/s wall "
+        f"({1000 * augment_s / batches:.1f} ms per batch, {1000 * train_run['augment_cpu'] / batches:.1f} ms CPU)"
     )
 
 

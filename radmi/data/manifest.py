@@ -237,24 +237,31 @@ def _find_csv(root: Path, name: str) -> Path | None:
 def _read_official(
     path: Path, required: Sequence[str], numeric: Sequence[str] = (), check_ids: bool = True
 ) -> pd.DataFrame:
-    """Read an official CSV: ids as strings, ``numeric`` columns as float; ManifestError if columns lack."""
+    """Read the ``required`` columns of an official CSV; ManifestError if some lack.
+
+    With ``check_ids``, ``subject_id``/``study_id`` come back as int64 (integer keys merge much faster than
+    strings; the ``p``/``s`` folder prefixes are tolerated); other non-numeric columns are strings.
+    """
+    wanted = {*required, *ID_COLUMNS}
+    integer_ids = ("subject_id", "study_id") if check_ids else ()
+    text_columns = {c for c in wanted if c not in numeric and c not in integer_ids}
     try:
-        text_columns = {*ID_COLUMNS, *(c for c in required if c not in numeric)}
-        frame = pd.read_csv(path, dtype={c: str for c in text_columns})
+        # object, not pandas' "str" dtype: hashing/merging 377k python-backed strings is several times faster
+        frame = pd.read_csv(path, usecols=lambda c: c in wanted, dtype=dict.fromkeys(text_columns, object))
     except (pd.errors.ParserError, pd.errors.EmptyDataError, OSError, EOFError, UnicodeDecodeError) as err:
         raise ManifestError(f"not a readable CSV: {err}", path=path) from err
     missing = [c for c in required if c not in frame.columns]
     if missing:
         raise ManifestError(f"missing column(s) {missing}", path=path)
-    for column in ("subject_id", "study_id") if check_ids else ():
-        if column in frame.columns:
-            # tolerate the folder prefixes (p10000032, s50414267)
-            frame[column] = frame[column].str.strip().str.removeprefix("p").str.removeprefix("s")
-            bad = ~frame[column].str.fullmatch(_DIGITS, na=False)
-            if bad.any():
-                raise ManifestError(
-                    f"column '{column}' is not a string of digits", path=path, row=int(np.flatnonzero(bad)[0])
-                )
+    for column in integer_ids:
+        if column in frame.columns and not pd.api.types.is_integer_dtype(frame[column]):
+            # the slow path, only for unusual files: prefixes (p10000032, s50414267), blanks, junk
+            text = frame[column].astype(str).str.strip().str.removeprefix("p").str.removeprefix("s")
+            numbers = pd.to_numeric(text.where(text.str.fullmatch(_DIGITS)), errors="coerce")
+            if numbers.isna().any():
+                row = int(np.flatnonzero(numbers.isna().to_numpy())[0])
+                raise ManifestError(f"column '{column}' is not a string of digits", path=path, row=row)
+            frame[column] = numbers.astype(np.int64)
     return frame
 
 
@@ -266,8 +273,12 @@ def _unique_by(frame: pd.DataFrame, keys: list[str], path: Path) -> pd.DataFrame
 
 
 def _study_folder(subject: pd.Series, study: pd.Series) -> pd.Series:
-    """``files/pNN/pNNNNNNNN/sNNNNNNNN`` for each row, vectorized."""
+    """``files/pNN/pNNNNNNNN/sNNNNNNNN`` for each row (ids as strings), vectorized."""
     return "files/p" + subject.str.slice(0, 2) + "/p" + subject + "/s" + study
+
+
+def _id_strings(records: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    return records["subject_id"].astype(str), records["study_id"].astype(str)
 
 
 def _choose_suffix(root: Path, stems: pd.Series, image_ext: str) -> str:
@@ -290,12 +301,15 @@ def _records_from_csvs(root: Path, image_ext: str) -> pd.DataFrame | None:
     record_list = _find_csv(root, RECORD_LIST)
     if record_list is not None:
         records = _read_official(record_list, ["subject_id", "study_id", "dicom_id", "path"])
-        stems = records["path"].str.replace(r"(\.dcm\.gz|\.dcm|\.jpg)$", "", regex=True)
+        paths = records["path"].str.strip()
+        stems = paths.where(
+            ~paths.str.endswith(".dcm"), paths.str.slice(0, -4)
+        )  # the official list names .dcm
         return records.assign(stem=stems).drop(columns="path")
     metadata = _find_csv(root, METADATA)
     if metadata is not None:  # MIMIC-CXR-JPG ships no record list
         records = _read_official(metadata, ["dicom_id", "subject_id", "study_id"])
-        stems = _study_folder(records["subject_id"], records["study_id"]) + "/" + records["dicom_id"]
+        stems = _study_folder(*_id_strings(records)) + "/" + records["dicom_id"]
         return records.loc[:, ["subject_id", "study_id", "dicom_id"]].assign(stem=stems)
     return None
 
@@ -319,6 +333,7 @@ def _walk_tree(root: Path, image_ext: str, progress: bool) -> pd.DataFrame:
     # the same image stored twice (e.g. .dcm and .jpg): keep the preferred suffix
     parts["rank"] = parts["suffix"].map({s: i for i, s in enumerate(MIMIC_IMAGE_SUFFIXES)})
     parts = parts.sort_values(["stem", "rank"], kind="stable").drop_duplicates("dicom_id", keep="first")
+    parts = parts.astype({"subject_id": np.int64, "study_id": np.int64})  # the CSV readers' key type
     return parts.loc[:, ["subject_id", "study_id", "dicom_id", "stem", "suffix"]].reset_index(drop=True)
 
 
@@ -369,15 +384,13 @@ def build_mimic_manifest(
         )
     records = records.drop(columns="stem")
     records["image_path"] = image_paths.to_numpy()
-    records["report_path"] = (
-        str(reports_root) + "/" + _study_folder(records["subject_id"], records["study_id"]) + ".txt"
-    )
+    records["report_path"] = str(reports_root) + "/" + _study_folder(*_id_strings(records)) + ".txt"
 
     metadata = _find_csv(root, METADATA)
     if metadata is not None:
         views = _read_official(metadata, ["dicom_id", "ViewPosition"]).loc[:, ["dicom_id", "ViewPosition"]]
         views = _unique_by(views, ["dicom_id"], metadata)
-        records = records.merge(views, on="dicom_id", how="left", validate="one_to_one")
+        records = records.merge(views, on="dicom_id", how="left")  # keys checked unique above
         records["view"] = records.pop("ViewPosition").fillna("").str.strip()
     elif frontal_only:
         dicom = ~records["image_path"].str.endswith(".jpg")
@@ -398,7 +411,7 @@ def build_mimic_manifest(
             ["dicom_id"],
             split_csv,
         )
-        records = records.merge(splits, on="dicom_id", how="left", validate="one_to_one")
+        records = records.merge(splits, on="dicom_id", how="left")
         records["split"] = records["split"].fillna("").str.strip()
     else:
         records["split"] = ""
@@ -407,6 +420,7 @@ def build_mimic_manifest(
     records = _merge_study_table(records, root, EDEMA_SEVERITY, [EDEMA_COLUMN])
     if frontal_only:
         records = records[records["view"].isin(FRONTAL_VIEWS)]
+    records["subject_id"], records["study_id"] = _id_strings(records)
     return records.loc[:, list(MANIFEST_COLUMNS)].reset_index(drop=True)
 
 
@@ -419,7 +433,7 @@ def _merge_study_table(records: pd.DataFrame, root: Path, name: str, columns: li
     table = _unique_by(table.loc[:, ["subject_id", "study_id", *columns]], ["subject_id", "study_id"], path)
     for column in columns:
         table[column] = pd.to_numeric(table[column], errors="coerce").astype(np.float64)
-    return records.merge(table, on=["subject_id", "study_id"], how="left", validate="many_to_one")
+    return records.merge(table, on=["subject_id", "study_id"], how="left")
 
 
 # ------------------------------------------------------------------------------------------- hospital folder
