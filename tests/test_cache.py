@@ -261,6 +261,9 @@ def test_two_shards_equal_one_run(manifest, cache_u8, tmp_path):
     _assert_same_samples(_all_samples(out), _all_samples(cache_u8))
     # finalize is repeatable (a cluster's last two jobs may both run it)
     assert finalize_cache(out, manifest)["counts"] == one["counts"]
+    # a finished sharded cache is accepted as it is by a plain (unsharded) call
+    again = _prepare(manifest, out)
+    assert again.complete and again.processed == 0 and again.kept == ROWS - 2
 
 
 def test_worker_pool_gives_the_same_cache(manifest, cache_u8, tmp_path):

@@ -498,8 +498,8 @@ def prepare_cache(
 ) -> CacheSummary:
     """Decode, resize and tokenize the rows of ``manifest`` once into the cache folder ``out``.
 
-    Re-running with the same arguments skips what is done (a finished cache returns at once); shards of one
-    cache must all use the same ``n`` and parameters.
+    Re-running with the same arguments skips what is done; a finished cache that matches returns at once
+    (whatever ``shard`` says). Shards of one cache must all use the same ``n`` and parameters.
 
     Args:
         manifest: manifest CSV (``radmi.data.manifest`` schema).
@@ -532,8 +532,21 @@ def prepare_cache(
     manifest_path = Path(manifest).resolve()
     frame = read_manifest(manifest_path)
     manifest_info = {"path": str(manifest_path), "sha256": file_sha256(manifest_path), "rows": len(frame)}
-    if is_cache(cache_dir):
-        _check_recorded(load_cache_info(cache_dir), manifest_info["sha256"], params, cache_dir)
+    if is_cache(cache_dir):  # finished (possibly in shards): check it and return, nothing to do
+        info = load_cache_info(cache_dir)
+        _check_recorded(info, manifest_info["sha256"], params, cache_dir)
+        counts = info["counts"]
+        return CacheSummary(
+            cache_dir=cache_dir,
+            shard=f"{index}/{count}",
+            rows=counts["rows"],
+            kept=counts["kept"],
+            bad=counts["bad"],
+            processed=0,
+            seconds=time.perf_counter() - began,
+            complete=True,
+            bad_rows=list(info["bad_rows"]),
+        )
     cache_dir.mkdir(parents=True, exist_ok=True)
 
     folder, meta, progress_state = _open_shard(
@@ -542,16 +555,14 @@ def prepare_cache(
     records = frame.reset_index(drop=True).rename_axis("row").reset_index().to_dict("records")
     processed = _fill_shard(folder, meta, progress_state, records, on_error, int(workers), progress)
 
-    complete = is_cache(cache_dir)
     states = [_shard_state(cache_dir, i, count) for i in range(count)]
-    if not complete and all(s is not None and _shard_complete(*s) for s in states):
+    complete = all(s is not None and _shard_complete(*s) for s in states)
+    if complete:
         finalize_cache(cache_dir, frame)
-        complete = True
     start, stop = meta["rows"]
+    done = set(progress_state["done_chunks"])
     done_rows = sum(
-        end - first
-        for number, first, end in _chunks(start, stop, meta["chunk_size"])
-        if number in set(progress_state["done_chunks"])
+        end - first for number, first, end in _chunks(start, stop, meta["chunk_size"]) if number in done
     )
     bad = progress_state["bad"]
     return CacheSummary(
