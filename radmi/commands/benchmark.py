@@ -14,7 +14,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", required=True, type=Path, help="benchmark folder (runs, cache, results.md)")
     parser.add_argument(
-        "--quick", action="store_true", help="small preset: a first result in about 20 CPU minutes"
+        "--quick",
+        action="store_true",
+        help="small preset (300 demo studies, 64 px, 1 seed) aimed at a first result in ~20 CPU minutes",
     )
     parser.add_argument(
         "--seeds", type=int, default=None, help="classification seeds (preset: 1 quick, 3 full)"

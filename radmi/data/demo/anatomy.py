@@ -201,6 +201,9 @@ def _render_frontal(u, v, patient, markings, cardiomegaly, mediastinum) -> np.nd
         centerline = patient.lung_top + 0.02 - 0.12 * (du - 0.05) + 0.5 * (du - 0.2) ** 2
         along = smoothstep((du - 0.05) / 0.02) * smoothstep((0.4 - du) / 0.03)
         clavicles += smoothstep(1.0 - np.abs(v - centerline) / 0.014) * along
+    # the trachea: an air column down to the carina (where an endotracheal tube sits)
+    carina = patient.lung_top + 0.17
+    trachea = smoothstep((0.016 - np.abs(u - 0.5)) / 0.006) * smoothstep((carina - v) / 0.02)
     gastric = soft_ellipse(
         u,
         v,
@@ -218,6 +221,7 @@ def _render_frontal(u, v, patient, markings, cardiomegaly, mediastinum) -> np.nd
         + 0.3 * spine * body
         + 0.25 * clavicles * body
         - 0.35 * gastric
+        - 0.25 * trachea * body
     )
     return density.astype(np.float32)
 

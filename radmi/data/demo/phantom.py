@@ -234,8 +234,9 @@ def _device(finding: F.Finding, u, v, patient: Patient, view: str, rng) -> np.nd
         x = (0.36 if lateral else 0.5) + rng.uniform(-0.01, 0.01)
         tip = top + 0.12 + rng.uniform(0.0, 0.04)
         points = np.array([[x, 0.0], [x + (0.04 if lateral else 0.0), tip]])
-        walls = band_along_polyline(u, v, points, 0.009) - 0.6 * band_along_polyline(u, v, points, 0.005)
-        return 0.7 * walls.astype(np.float32)
+        # a radiopaque-walled tube about 1 cm wide
+        walls = band_along_polyline(u, v, points, 0.012) - 0.5 * band_along_polyline(u, v, points, 0.006)
+        return 0.9 * walls.astype(np.float32)
     if finding.device == "central line":
         sign = -1.0 if finding.side == "right" else 1.0
         start = (0.5 + sign * 0.17, 0.0) if not lateral else (0.45, 0.0)
@@ -243,13 +244,13 @@ def _device(finding: F.Finding, u, v, patient: Patient, view: str, rng) -> np.nd
         tip = (0.5 - 0.03 + rng.uniform(-0.01, 0.01), top + 0.2 + rng.uniform(0.0, 0.05))
         if lateral:
             tip = (0.4, top + 0.22)
-        return 0.8 * band_along_polyline(u, v, bezier(start, bend, tip), 0.005)
+        return 1.0 * band_along_polyline(u, v, bezier(start, bend, tip), 0.007)
     # pacemaker: generator over the left upper chest, leads into the heart
     box_center = (0.5 + 0.25, top + 0.03) if not lateral else (0.22, top + 0.08)
     generator = soft_ellipse(u, v, box_center, (0.035, 0.025), edge=0.15)
     heart_v = patient.lung_center("right", view)[1] + 0.15
     lead_end = (0.52, heart_v) if not lateral else (0.34, heart_v)
-    lead = band_along_polyline(u, v, bezier(box_center, (0.55, top + 0.05), lead_end), 0.004)
+    lead = band_along_polyline(u, v, bezier(box_center, (0.55, top + 0.05), lead_end), 0.006)
     return (1.3 * generator + 0.8 * lead).astype(np.float32)
 
 
