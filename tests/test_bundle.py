@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from radmi.bundle.export import export_run, write_zip
-from radmi.bundle.verify import check_net_in_out, check_torchscript, verify_bundle
+from radmi.bundle.verify import check_net_in_out, check_torchscript, load_network, verify_bundle
 from radmi.cli import main as radmi_main
 from radmi.data.labels import CHEXPERT_LABELS
 from radmi.errors import BundleError
@@ -151,3 +151,20 @@ def test_export_refuses_weights_that_do_not_fit(tmp_path):
         export_run(tmp_path / "run", tmp_path / "out", name=NAME)
     assert not (tmp_path / "out" / NAME).exists()
     assert not list((tmp_path / "out").glob("*.zip"))
+
+
+def test_half_weights_halve_the_file_and_keep_the_outputs(tmp_path):
+    model = make_tiny_run(tmp_path / "run")
+    result = export_run(tmp_path / "run", tmp_path / "out", name=NAME, half_weights=True)
+    weights = result.bundle_dir / "models" / "model.pt"
+    state = torch.load(weights, weights_only=True)
+    assert all(v.dtype == torch.float16 for v in state.values() if v.is_floating_point())
+    full_size = (tmp_path / "run" / "models" / "model.pt").stat().st_size
+    assert weights.stat().st_size < 0.55 * full_size
+    metadata = json.loads((result.bundle_dir / "configs" / "metadata.json").read_text())
+    assert metadata["weights_dtype"] == "float16"
+    loaded = load_network(result.bundle_dir)
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    x = torch.rand(2, 1, TINY_SIZE, TINY_SIZE, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        torch.testing.assert_close(torch.sigmoid(loaded(x)), torch.sigmoid(model(x)), atol=5e-3, rtol=0)

@@ -1,4 +1,5 @@
-"""``radmi demo --quick`` end to end (slow: about 1-3 minutes on 2 cores; CI also runs it before the tests)."""
+"""``radmi demo --quick`` end to end. Marked slow although it took 41 s here: CI already runs
+``radmi demo --quick`` as its own step before the tests, so the default suite need not run it twice."""
 
 from __future__ import annotations
 

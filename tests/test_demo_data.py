@@ -13,7 +13,16 @@ import pydicom
 import pytest
 from pydicom.pixels import apply_modality_lut
 
-from radmi.data.demo import Acquisition, Finding, Patient, generate, layout, render, write_report
+from radmi.data.demo import (
+    Acquisition,
+    Finding,
+    Patient,
+    generate,
+    layout,
+    render,
+    sentence_indices,
+    write_report,
+)
 from radmi.data.demo import findings as F
 from radmi.data.demo.dicom_writer import DicomStyle, to_stored_values
 from radmi.data.labels import CHEXPERT_LABELS
@@ -174,11 +183,15 @@ def test_reports_are_mimic_shaped_and_never_name_the_patient(dataset):
 def test_report_variants_over_many_studies():
     """Hedges, negations, IMPRESSION-only reports, addenda and header typos all occur, and parse."""
     texts, hedged = [], 0
-    for i in range(300):
+    for i in range(600):
         rng = np.random.default_rng([1, i])
         study = F.sample_findings(rng)
-        texts.append(write_report(study, rng).text)
+        report = write_report(study, rng)
+        texts.append(report.text)
         hedged += any(f.hedged for f in study.findings)
+        # every finding's sentence survives wrapping, sectioning and splitting (header typos included)
+        assert min(sentence_indices(report.text, report.finding_sentences), default=0) >= 0
+        assert max(len(line) for line in report.text.splitlines()) <= 79
     assert hedged > 10
     assert sum(t.lstrip().startswith("ADDENDUM") for t in texts) > 3
     assert sum("FINDINGS:" not in t and "FINDNGS:" not in t for t in texts) > 10  # IMPRESSION-only

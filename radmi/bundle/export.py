@@ -110,8 +110,24 @@ def _versions() -> dict[str, str]:
     }
 
 
+def _copy_weights(source: Path, target: Path, half: bool) -> None:
+    """Copy the state dict, optionally with every floating-point tensor stored as float16 (half the bytes)."""
+    if not half:
+        shutil.copyfile(source, target)
+        return
+    state = torch.load(source, map_location="cpu", weights_only=True)
+    # load_state_dict copies into the network's float32 parameters, so a float16 file loads unchanged
+    torch.save({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, target)
+
+
 def _stage(
-    template: Path, staging: Path, run_dir: Path, version: str, changelog: str, image_size: int
+    template: Path,
+    staging: Path,
+    run_dir: Path,
+    version: str,
+    changelog: str,
+    image_size: int,
+    half_weights: bool = False,
 ) -> None:
     for item in template.iterdir():
         if item.name in _SKIP_FROM_TEMPLATE:
@@ -121,7 +137,7 @@ def _stage(
         else:
             shutil.copy2(item, staging / item.name)
     (staging / "models").mkdir(exist_ok=True)
-    shutil.copyfile(run_dir / "models" / "model.pt", staging / "models" / "model.pt")
+    _copy_weights(run_dir / "models" / "model.pt", staging / "models" / "model.pt", half_weights)
 
     inference_path = staging / "configs" / "inference.json"
     inference = json.loads(inference_path.read_text())
@@ -139,6 +155,7 @@ def _stage(
     }
     metadata.setdefault("required_packages_version", {})["radmi"] = radmi.__version__
     metadata["network_data_format"]["inputs"]["image"]["spatial_shape"] = [image_size, image_size]
+    metadata["weights_dtype"] = "float16" if half_weights else "float32"
     metadata_path.write_text(json.dumps(metadata, indent=4) + "\n")
 
     weights = staging / "models" / "model.pt"
@@ -178,6 +195,7 @@ def export_run(
     image_size: int | None = None,
     template: str | Path | None = None,
     overwrite: bool = False,
+    half_weights: bool = False,
 ) -> ExportedBundle:
     """Export a finished classification run as a verified MONAI bundle folder, zip and SHA256 file.
 
@@ -190,6 +208,9 @@ def export_run(
         image_size: training input side S in pixels; read from the run's config.json when None.
         template: bundle folder to start from; the shipped ``bundles/radmi_cxr_findings`` when None.
         overwrite: replace an existing ``<out_dir>/<name>`` folder and zip.
+        half_weights: store ``models/model.pt`` in float16 (half the size, e.g. a ResNet-18 classifier drops
+            from 45 to 22 MB, under the model-zoo's 25 MB); the network still runs in float32, and the
+            probabilities move by about 1e-3.
 
     Raises:
         BundleError: the run is incomplete, or the bundle fails a check (nothing is written then).
@@ -217,7 +238,7 @@ def export_run(
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=f".{name}-staging-") as tmp:
         staging = Path(tmp) / name
         staging.mkdir()
-        _stage(template, staging, run_dir, version, changelog, int(image_size))
+        _stage(template, staging, run_dir, version, changelog, int(image_size), half_weights)
         report = verify_bundle_dir(staging)  # raises before anything final is written
         staged_zip = Path(tmp) / zip_path.name
         write_zip(staging, staged_zip)

@@ -34,6 +34,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     export.add_argument(
         "--overwrite", action="store_true", help="replace an existing bundle of that name in --out"
     )
+    export.add_argument(
+        "--half-weights",
+        action="store_true",
+        help="store models/model.pt in float16 (half the size; the network still runs in float32)",
+    )
 
     verify = sub.add_parser(
         "verify",
@@ -62,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
             changelog=args.changelog,
             image_size=args.image_size,
             overwrite=args.overwrite,
+            half_weights=args.half_weights,
         )
         for check in result.report.checks:
             print(f"  ok  {check}")

@@ -47,7 +47,7 @@ class DemoSize:
 
 
 FULL = DemoSize(
-    studies=600, stored_size=256, image_size=128, crop_size=112, pretrain_epochs=6, probe_epochs=15,
+    studies=600, stored_size=256, image_size=128, crop_size=112, pretrain_epochs=5, probe_epochs=15,
     batch_size=32, embed_dim=128, max_length=96, bootstrap=200,
 )  # fmt: skip
 QUICK = DemoSize(
@@ -58,6 +58,10 @@ QUICK = DemoSize(
 #: model-zoo limit of 25 MB (ResNet-10, about 20 MB; ResNet-18 weighs 45 MB).
 DEMO_BACKBONE = "resnet10" if "resnet10" in BACKBONES else "resnet18"
 BUNDLE_NAME = "radmi_cxr_findings"
+DEMO_CHANGELOG = (
+    "radmi demo: ResNet encoder pretrained with local image-text MI, linear probe on 10% of the labels, "
+    "synthetic demo data; weights stored in float16"
+)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -186,7 +190,7 @@ def run_demo(out: Path, size: DemoSize, seed: int = 0, workers: int = 2) -> dict
     runner.step(
         "export the pretrained probe as a MONAI findings bundle",
         ["bundle", "export", str(probes["local MI (pretrained)"]), "--name", BUNDLE_NAME, "--version", "0.1.0",
-         "--out", str(bundle_out), "--overwrite", "--changelog", "radmi demo run"],
+         "--out", str(bundle_out), "--overwrite", "--half-weights", "--changelog", DEMO_CHANGELOG],
     )  # fmt: skip
     predictions = out / "predictions.csv"
     runner.step(

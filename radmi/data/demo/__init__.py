@@ -7,6 +7,7 @@ can leave findings out, which is how the boxes are checked.
 
 from __future__ import annotations
 
+from radmi.data.demo import layout
 from radmi.data.demo.anatomy import Patient
 from radmi.data.demo.findings import DRAWN_LABELS, Finding, StudyFindings, sample_findings
 from radmi.data.demo.generate import GenerationSummary, generate, plan_studies, write_study
@@ -23,6 +24,7 @@ __all__ = [
     "Report",
     "StudyFindings",
     "generate",
+    "layout",
     "plan_studies",
     "render",
     "sample_findings",

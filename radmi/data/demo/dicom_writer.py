@@ -26,7 +26,6 @@ from pydicom.uid import (
     generate_uid,
 )
 
-logger = logging.getLogger(__name__)
 # the OpenJPEG plug-in logs one INFO line per encoded tile; keep the progress bar readable
 logging.getLogger("openjpeg").setLevel(logging.WARNING)
 

@@ -190,7 +190,7 @@ def finding_delta(
         lucent = smoothstep((r - (1.0 - depth)) / 0.02) * lung * upper
         pleural_line = smoothstep(1.0 - np.abs(r - (1.0 - depth)) / 0.025) * upper * (r < 1.0)
         # more air and no lung markings beyond the pleural line, which itself is a thin white line
-        delta += -(0.12 + 0.08 * markings) * lucent + 0.1 * pleural_line
+        delta += -(0.18 + 0.08 * markings) * lucent + 0.15 * pleural_line
     elif label in (F.CONSOLIDATION, F.LUNG_OPACITY):
         center = _focal_center(patient, view, finding.side, finding.zone, rng)
         s = finding.severity

@@ -246,7 +246,14 @@ def _negation_sentences(labels: list[str], rng: np.random.Generator) -> list[str
 
 
 def _paragraph(sentences: list[str]) -> str:
-    return textwrap.fill("  ".join(sentences), width=WRAP_WIDTH, initial_indent=" ", subsequent_indent=" ")
+    # wrap at spaces only, as MIMIC-CXR does ("right-sided" is never split across lines)
+    return textwrap.fill(
+        "  ".join(sentences),
+        width=WRAP_WIDTH,
+        initial_indent=" ",
+        subsequent_indent=" ",
+        break_on_hyphens=False,
+    )
 
 
 def write_report(study: F.StudyFindings, rng: np.random.Generator, views: str = "frontal") -> Report:
