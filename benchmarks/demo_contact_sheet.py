@@ -37,10 +37,17 @@ def main() -> None:
     parser.add_argument("--columns", type=int, default=4)
     args = parser.parse_args()
 
-    root = args.data
-    if root is None:
-        root = Path(tempfile.mkdtemp(prefix="radmi-contact-")) / "data"
-        generate(root, args.studies, seed=args.seed, size=args.size, views="frontal", progress=False)
+    with tempfile.TemporaryDirectory(prefix="radmi-contact-") as scratch:
+        root = args.data
+        if root is None:
+            root = Path(scratch) / "data"
+            generate(root, args.studies, seed=args.seed, size=args.size, views="frontal", progress=False)
+        draw_sheet(root, args)
+    print(f"wrote {args.out}")
+
+
+def draw_sheet(root: Path, args: argparse.Namespace) -> None:
+    """Draw the first ``args.studies`` frontal images of ``root`` with boxes and impressions into ``args.out``."""
     metadata = pd.read_csv(
         root / layout.METADATA, dtype={"subject_id": str, "study_id": str, "dicom_id": str}
     )
@@ -70,7 +77,7 @@ def main() -> None:
     figure.tight_layout()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(args.out, dpi=80)
-    print(f"wrote {args.out}")
+    plt.close(figure)
 
 
 if __name__ == "__main__":

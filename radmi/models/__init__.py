@@ -1,7 +1,13 @@
 """Image and text encoders, heads, and the image-text pretraining network."""
 
 from radmi.models.heads import FindingClassifier, ProjectionHead, load_finding_classifier
-from radmi.models.hub import CLINICAL_BERT, OFFLINE_DEFAULT, load_text_model, load_tokenizer, resolve_pretrained
+from radmi.models.hub import (
+    CLINICAL_BERT,
+    OFFLINE_DEFAULT,
+    load_text_model,
+    load_tokenizer,
+    resolve_pretrained,
+)
 from radmi.models.image import ImageEncoder, load_image_encoder
 from radmi.models.multimodal import ImageTextModel
 from radmi.models.text import TextEncoder, load_text_encoder, pool_sentences
