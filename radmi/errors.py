@@ -30,6 +30,17 @@ class RadmiError(Exception):
         return (_rebuild, (type(self), self.reason, self.path, self.row))
 
 
+def radmi_cause(err: BaseException | None) -> RadmiError | None:
+    """The first radmi error in ``err``'s chain of causes, if any (MONAI wraps transform errors in RuntimeError)."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, RadmiError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
 def _rebuild(cls: type[RadmiError], reason: str, path: str | None, row: int | None) -> RadmiError:
     return cls(reason, path=path, row=row)
 

@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from radmi.errors import RadmiError, TrainingError
+from radmi.errors import TrainingError, radmi_cause
 
 logger = logging.getLogger(__name__)
 
@@ -74,17 +74,6 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
         overrides["progress_bar"] = False
     overrides.update(parse_override(item) for item in args.set)
     return overrides
-
-
-def radmi_cause(err: BaseException) -> RadmiError | None:
-    """The first radmi error in ``err``'s chain of causes, if any."""
-    seen = set()
-    while err is not None and id(err) not in seen:
-        if isinstance(err, RadmiError):
-            return err
-        seen.add(id(err))
-        err = err.__cause__ or err.__context__
-    return None
 
 
 def run(args: argparse.Namespace) -> int:

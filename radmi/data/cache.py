@@ -58,9 +58,8 @@ from radmi.data.cache_store import (
     shard_rows,
     write_json_atomic,
 )
-from radmi.data.dataset import _radmi_cause
 from radmi.data.manifest import PATH_COLUMNS, read_manifest
-from radmi.errors import CacheError
+from radmi.errors import CacheError, radmi_cause
 from radmi.models.hub import OFFLINE_DEFAULT
 
 __all__ = [
@@ -182,7 +181,7 @@ def _process_chunk(
                     "the decoded image has NaN or infinite values", path=record.get("image_path")
                 )
         except Exception as err:
-            cause = _radmi_cause(err)
+            cause = radmi_cause(err)
             if cause is None:  # a bug or an environment problem, not bad data: stop with the row named
                 raise CacheError(f"preparing the row failed: {type(err).__name__}: {err}", row=row) from err
             if on_error == "raise":

@@ -22,7 +22,7 @@ from monai.transforms import Compose
 from torch.utils.data import get_worker_info
 
 from radmi.data.manifest import read_manifest
-from radmi.errors import RadmiError
+from radmi.errors import radmi_cause
 
 logger = logging.getLogger(__name__)
 
@@ -82,17 +82,6 @@ class SkipLog:
         return frame.drop_duplicates("row").sort_values("row", ignore_index=True)
 
 
-def _radmi_cause(err: BaseException) -> RadmiError | None:
-    """The radmi error inside ``err``'s cause chain (MONAI wraps transform errors in RuntimeError)."""
-    seen = set()
-    while err is not None and id(err) not in seen:
-        if isinstance(err, RadmiError):
-            return err
-        seen.add(id(err))
-        err = err.__cause__ or err.__context__
-    return None
-
-
 class ManifestDataset(Dataset):
     """MONAI ``Dataset`` of manifest rows (dicts with the manifest's columns plus ``row``).
 
@@ -128,7 +117,7 @@ class ManifestDataset(Dataset):
         try:
             return super()._transform(index)
         except Exception as err:
-            cause = _radmi_cause(err)
+            cause = radmi_cause(err)
             if cause is None:
                 raise  # a bug, not bad data: never skipped
             if self.on_error == "raise":

@@ -16,10 +16,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from ignite.handlers import DiskSaver
 from monai.handlers import CheckpointSaver
+
+from radmi.random_state import load_numpy_state, numpy_state_dict
 
 logger = logging.getLogger(__name__)
 
@@ -27,8 +28,6 @@ __all__ = [
     "AtomicCheckpointSaver",
     "RandomStates",
     "latest_checkpoint",
-    "numpy_state_dict",
-    "load_numpy_state",
 ]
 
 _ITERATION_PATTERN = re.compile(r"checkpoint_iteration=(\d+)\.pt$")
@@ -64,32 +63,6 @@ class _FixedNameDiskSaver(DiskSaver):
 
     def remove(self, filename: str) -> None:
         super().remove(self.filename or filename)
-
-
-def numpy_state_dict(generator: np.random.RandomState | None = None) -> dict[str, Any]:
-    """A numpy ``RandomState`` (default: the global one) as tensors and numbers, safe for ``weights_only``."""
-    name, key, pos, has_gauss, cached = (generator or np.random).get_state()
-    return {
-        "generator": name,
-        "key": torch.as_tensor(key.astype(np.int64)),
-        "pos": int(pos),
-        "has_gauss": int(has_gauss),
-        "cached_gaussian": float(cached),
-    }
-
-
-def load_numpy_state(state: Mapping[str, Any], generator: np.random.RandomState | None = None) -> None:
-    """Inverse of :func:`numpy_state_dict`."""
-    key = np.asarray(torch.as_tensor(state["key"]).cpu().numpy(), dtype=np.uint32)
-    (generator or np.random).set_state(
-        (
-            str(state["generator"]),
-            key,
-            int(state["pos"]),
-            int(state["has_gauss"]),
-            float(state["cached_gaussian"]),
-        )
-    )
 
 
 class RandomStates:

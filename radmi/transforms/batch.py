@@ -27,6 +27,8 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Randomizable
 
+from radmi.random_state import load_numpy_state, numpy_state_dict
+
 __all__ = ["RandBatchAugment", "RandBatchAugmentd", "centre_crop"]
 
 
@@ -187,27 +189,11 @@ class RandBatchAugment(Randomizable):
 
     def state_dict(self) -> dict[str, object]:
         """The random generator's state as tensors and numbers (loads with ``torch.load(weights_only=True)``)."""
-        name, key, pos, has_gauss, cached = self.R.get_state()
-        return {
-            "generator": name,
-            "key": torch.as_tensor(key.astype(np.int64)),
-            "pos": int(pos),
-            "has_gauss": int(has_gauss),
-            "cached_gaussian": float(cached),
-        }
+        return numpy_state_dict(self.R)
 
     def load_state_dict(self, state: Mapping[str, object]) -> None:
         """Restore the generator saved by :meth:`state_dict`, so the next batches repeat exactly."""
-        key = np.asarray(torch.as_tensor(state["key"]).cpu().numpy(), dtype=np.uint32)
-        self.R.set_state(
-            (
-                str(state["generator"]),
-                key,
-                int(state["pos"]),
-                int(state["has_gauss"]),
-                float(state["cached_gaussian"]),
-            )
-        )
+        load_numpy_state(state, self.R)
 
 
 class RandBatchAugmentd(MapTransform, Randomizable):
