@@ -168,3 +168,28 @@ def test_half_weights_halve_the_file_and_keep_the_outputs(tmp_path):
     x = torch.rand(2, 1, TINY_SIZE, TINY_SIZE, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         torch.testing.assert_close(torch.sigmoid(loaded(x)), torch.sigmoid(model(x)), atol=5e-3, rtol=0)
+
+
+def test_shipped_findings_bundle_verifies():
+    from radmi.bundle.paths import bundle_dir
+
+    shipped = bundle_dir(NAME)
+    assert (shipped / "models" / "model.pt").stat().st_size <= 25 * 1024 * 1024
+    report = verify_bundle(shipped)
+    assert len(report.checks) == 5
+
+
+def test_shipped_pretrain_encoder_is_a_finetune_init():
+    """``radmi finetune --init bundles/radmi_cxr_pretrain/models`` builds on the shipped float16 encoder weights."""
+    from radmi.bundle.paths import bundle_dir
+    from radmi.engines.classify import build_classifier
+
+    models = bundle_dir("radmi_cxr_pretrain") / "models"
+    assert (models / "image_encoder.pt").stat().st_size <= 25 * 1024 * 1024
+    classifier = build_classifier(init=str(models), mode="linear")
+    shipped = torch.load(models / "image_encoder.pt", weights_only=True)
+    loaded = classifier.image_encoder.state_dict()
+    assert set(loaded) == set(shipped)
+    for key, value in shipped.items():
+        assert torch.equal(loaded[key], value.to(loaded[key].dtype)), key
+    assert all(p.dtype == torch.float32 for p in classifier.parameters())
