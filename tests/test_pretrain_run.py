@@ -31,7 +31,7 @@ def test_monai_bundle_run_prepares_the_cache_and_exports_models(tiny, tmp_path):
     from monai.bundle import run
 
     out = tmp_path / "run"
-    overrides = dict(TINY_OVERRIDES, text_model=str(tiny["bert"]), epochs=1, checkpoint_every=2)
+    overrides = dict(TINY_OVERRIDES, text_model=str(tiny["bert"]), epochs=1, checkpoint_every=2, log_every=1)
     run(
         config_file=str(bundle_config("radmi_cxr_pretrain")),
         dataset_dir=str(tiny["manifest"]),
@@ -52,7 +52,13 @@ def test_monai_bundle_run_prepares_the_cache_and_exports_models(tiny, tmp_path):
     assert (models / "text_encoder" / "config.json").is_file() and (
         models / "text_encoder" / "tokenizer.json"
     ).is_file()
-    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+    events = list((out / "tensorboard").glob("events.out.tfevents.*"))
+    assert events
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    scalars = EventAccumulator(str(events[0].parent)).Reload().Tags()["scalars"]
+    # with log_every=1 the training loss and MI reach TensorBoard each iteration, the held-out MI each epoch
+    assert {"train_loss", "train_mi_nats"} <= set(scalars), scalars
 
     from radmi.models.image import load_image_encoder
 
