@@ -79,3 +79,20 @@ def test_summary_per_label_and_overall():
     # patient 3 always moves with both of its rows: B's pointing is 1 in every draw
     assert get.loc[("B", "pointing"), "ci_low"] == 1.0
     assert get.loc[("A", "pointing"), "ci_low"] <= 0.5 <= get.loc[("A", "pointing"), "ci_high"]
+
+
+def test_default_tolerance_scales_with_the_input_size():
+    from radmi.eval.grounding import default_tolerance
+
+    assert default_tolerance((224, 224)) == pytest.approx(15.0)
+    assert default_tolerance((64, 64)) == pytest.approx(15.0 * 64 / 224)
+    # score_pair without a tolerance uses the scaled one (4.3 px at 64 px); 8 x 8 regions of 8 px each
+    box = (40.0, 40.0, 56.0, 56.0)
+    peak = np.zeros((8, 8))
+    peak[4, 4] = 1.0  # region centre (36, 36): 4 px above and left of the box corner
+    assert score_pair(peak, box, (8, 8), (64, 64), tolerance=15.0)["pointing"] == 1.0
+    assert score_pair(peak, box, (8, 8), (64, 64))["pointing"] == 1.0
+    peak = np.zeros((8, 8))
+    peak[3, 3] = 1.0  # region centre (28, 28): 12 px outside -> a hit only with the unscaled 15 px
+    assert score_pair(peak, box, (8, 8), (64, 64), tolerance=15.0)["pointing"] == 1.0
+    assert score_pair(peak, box, (8, 8), (64, 64))["pointing"] == 0.0

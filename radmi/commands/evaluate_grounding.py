@@ -18,7 +18,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--split", default="test", choices=("train", "validate", "test"))
     parser.add_argument(
-        "--tolerance", type=float, default=None, help="pointing-game tolerance in input pixels (15)"
+        "--tolerance",
+        type=float,
+        default=None,
+        help="pointing-game tolerance in input pixels (default: 15 px at 224 px, scaled to the input size)",
     )
     parser.add_argument(
         "--top-fraction", type=float, default=None, help="fraction of regions in the IoU mask (0.1)"
@@ -40,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
         pretrained,
         args.data,
         args.split,
-        tolerance=grounding.DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance,
+        tolerance=args.tolerance,
         fraction=grounding.DEFAULT_TOP_FRACTION if args.top_fraction is None else args.top_fraction,
         max_images=args.max_images,
     )

@@ -216,7 +216,7 @@ def results_markdown(table: pd.DataFrame, grounding: pd.DataFrame, facts: dict[s
         "",
         "## Grounding on the test split (sentence -> region maps vs ground-truth boxes)",
         "",
-        "Pointing game (argmax region within the box, 15 px tolerance) and IoU of the top-10% regions with the "
+        "Pointing game (argmax region within the box, tolerance 15 px at a 224 px input, scaled to the input size) and IoU of the top-10% regions with the "
         "box; 95% CIs from the patient bootstrap. Global MI has no region map: its row is the chance level.",
         "",
         "| model | boxes | pointing | top-10% IoU |",

@@ -6,7 +6,8 @@ Inputs per (image, finding) pair: the critic's score map of the describing sente
 ``[j W/w, (j+1) W/w)``. Boxes are ``(x0, y0, x1, y1)`` in pixel-corner coordinates (x = column, y = row).
 
 - **Pointing game** (Zhang et al., 2016): a hit when the centre of the highest-scoring region lies inside the
-  box grown by ``tolerance`` pixels on every side (15 px at the input scale, as in the original protocol).
+  box grown by ``tolerance`` pixels on every side: 15 px for a 224 px input (the original protocol), scaled
+  with the input size by default, so a small input does not get a relatively larger target.
 - **Top-k IoU**: the regions holding the top ``k`` fraction of scores form a mask; its IoU with the box, both
   rasterized on the input pixel grid (a pixel counts when its centre is inside).
 - **Chance levels** for models without a region map (global MI): *uniform* (the expected pointing hit and
@@ -27,8 +28,17 @@ import pandas as pd
 
 from radmi.eval.metrics import patient_bootstrap_weights
 
-#: Pointing-game tolerance in input pixels (Zhang et al., "Top-down neural attention by excitation backprop").
+#: Pointing-game tolerance in input pixels at a 224 px input (Zhang et al., "Top-down neural attention by
+#: excitation backprop"); other input sizes scale it (:func:`default_tolerance`).
 DEFAULT_TOLERANCE = 15.0
+TOLERANCE_REFERENCE_SIZE = 224
+
+
+def default_tolerance(input_hw: tuple[int, int]) -> float:
+    """The pointing-game tolerance for an ``H x W`` input: 15 px at 224 px, proportional to the larger side."""
+    return DEFAULT_TOLERANCE * max(input_hw) / TOLERANCE_REFERENCE_SIZE
+
+
 #: Fraction of regions in the top-k mask.
 DEFAULT_TOP_FRACTION = 0.1
 OVERALL = "overall"
@@ -155,15 +165,17 @@ def score_pair(
     box: Sequence[float],
     grid_hw: tuple[int, int],
     input_hw: tuple[int, int],
-    tolerance: float = DEFAULT_TOLERANCE,
+    tolerance: float | None = None,
     fraction: float = DEFAULT_TOP_FRACTION,
     seed: int = 0,
 ) -> dict[str, float]:
-    """All grounding numbers of one (sentence map, box) pair.
+    """All grounding numbers of one (sentence map, box) pair (``tolerance=None``: :func:`default_tolerance`).
 
     Returns ``pointing`` and ``iou`` (NaN when ``score_map`` is None, e.g. global MI) and the chance levels
     ``uniform_pointing``, ``uniform_iou``, ``centre_pointing``, ``centre_iou``.
     """
+    if tolerance is None:
+        tolerance = default_tolerance(input_hw)
     centre = centre_map(grid_hw)
     out = {
         "pointing": float("nan")
@@ -255,7 +267,7 @@ def grounding_pairs(
     run,
     data_root: str | Path,
     split: str = "test",
-    tolerance: float = DEFAULT_TOLERANCE,
+    tolerance: float | None = None,
     fraction: float = DEFAULT_TOP_FRACTION,
     max_images: int | None = None,
     progress: bool = True,
@@ -266,7 +278,7 @@ def grounding_pairs(
         run: a :class:`radmi.eval.explain.PretrainedRun` (global MI gives the chance columns only).
         data_root: demo-data root (manifest + ``finding-locations.csv.gz``).
         split: which split's images.
-        tolerance, fraction: pointing-game tolerance (input pixels) and top-k fraction.
+        tolerance, fraction: pointing-game tolerance (input pixels; None scales 15 px at 224 px) and top-k fraction.
         max_images: score at most this many images (in manifest order), for quick runs.
         progress: tqdm bar.
 
