@@ -307,24 +307,7 @@ def test_dot_critic_is_cosine_over_temperature():
 
 
 # ---- gradients through the whole model ------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def tiny_text_model_dir(tmp_path_factory):
-    from transformers import BertConfig, BertModel
-
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=64,
-        hidden_size=16,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=32,
-    )
-    directory = tmp_path_factory.mktemp("tiny_bert")
-    BertModel(config).save_pretrained(directory)
-    return directory
-
-
+# (tiny_text_model_dir comes from conftest.py)
 @pytest.mark.parametrize("kind", ["local", "global", "tvdim"])
 def test_gradients_flow_to_both_encoders_and_the_critic(tiny_text_model_dir, kind):
     from radmi.models.image import ImageEncoder

@@ -14,25 +14,6 @@ from radmi.models.multimodal import ImageTextModel
 from radmi.models.text import TextEncoder, load_text_encoder, pool_sentences
 
 
-@pytest.fixture(scope="module")
-def tiny_text_model_dir(tmp_path_factory):
-    """A 2-layer, 16-wide BERT saved as a local model directory (stands in for a hub download)."""
-    from transformers import BertConfig, BertModel
-
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=64,
-        hidden_size=16,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=32,
-    )
-    directory = tmp_path_factory.mktemp("tiny_bert")
-    BertModel(config).save_pretrained(directory)
-    return directory
-
-
 def token_batch(batch: int = 2, length: int = 12):
     input_ids = torch.randint(1, 64, (batch, length), generator=torch.Generator().manual_seed(0))
     attention_mask = torch.ones(batch, length, dtype=torch.long)
