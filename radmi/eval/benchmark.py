@@ -66,7 +66,7 @@ class Preset:
 
 
 PRESETS = {
-    # aimed at a first result in <= 20 minutes on 2 CPU cores (not yet measured; see docs/evaluation.md)
+    # a first result in <= 20 minutes on 2 CPU cores (measured 19.6 min on a shared machine: docs/results.md)
     "quick": Preset(studies=300, image_size=64, crop_size=56, pretrain_epochs=3, finetune_epochs=4, seeds=1,
                     n_bootstrap=200, grounding_images=40),
     # the smallest end-to-end pass, for tests of the runner itself (its figures mean nothing)
