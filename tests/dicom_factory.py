@@ -159,6 +159,18 @@ def jpeg_baseline_dataset(pixels: np.ndarray, quality: int = 95, **header) -> Fi
     return ds
 
 
+def jpeg_lossless_dataset(pixels: np.ndarray, bits_stored: int = 12, **header) -> FileDataset:
+    """A JPEG lossless (process 14, SV1) radiograph; the codestream comes from the test encoder."""
+    from jpeg_lossless_encoder import encode_jpeg_lossless
+
+    ds = xray_dataset(pixels, bits_stored=bits_stored, **header)
+    ds.PixelData = encapsulate([encode_jpeg_lossless(pixels, precision=bits_stored)])
+    ds["PixelData"].VR = "OB"
+    ds["PixelData"].is_undefined_length = True
+    ds.file_meta.TransferSyntaxUID = uid.JPEGLosslessSV1
+    return ds
+
+
 def jpeg_bytes(path: Path | str) -> bytes:
     """The JPEG codestream of a file written from :func:`jpeg_baseline_dataset` (to decode it with Pillow)."""
     import pydicom

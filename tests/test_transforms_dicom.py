@@ -15,6 +15,7 @@ from dicom_factory import (
     PATIENT_NAME,
     jpeg_baseline_dataset,
     jpeg_bytes,
+    jpeg_lossless_dataset,
     known_pixels,
     sr_dataset,
     write_dicom,
@@ -183,6 +184,21 @@ def test_lossless_syntax_matches_uncompressed_twin(tmp_path, syntax, bits):
     assert pydicom.dcmread(packed).file_meta.TransferSyntaxUID == syntax
     np.testing.assert_array_equal(load(packed), load(plain))
     np.testing.assert_array_equal(load(plain), (1.0 - stored / (2.0**bits - 1)).astype(np.float32))
+
+
+@pytest.mark.parametrize("photometric", ["MONOCHROME1", "MONOCHROME2"])
+@pytest.mark.parametrize("bits", [12, 15, 16])
+def test_jpeg_lossless_process_14_matches_uncompressed_twin(tmp_path, bits, photometric):
+    # pydicom has no encoder for this syntax; tests/jpeg_lossless_encoder.py writes the codestream (T.81 Annex H)
+    stored = known_pixels(bits_stored=bits, seed=bits).astype(np.uint16)
+    plain = write_dicom(
+        tmp_path / "plain.dcm", xray_dataset(stored, bits_stored=bits, photometric=photometric)
+    )
+    packed = write_dicom(
+        tmp_path / "jpeg_ll.dcm", jpeg_lossless_dataset(stored, bits_stored=bits, photometric=photometric)
+    )
+    assert pydicom.dcmread(packed).file_meta.TransferSyntaxUID == uid.JPEGLosslessSV1
+    np.testing.assert_array_equal(load(packed), load(plain))
 
 
 def test_jpeg_ls_near_lossless_error_is_bounded(tmp_path):
