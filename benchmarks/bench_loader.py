@@ -13,7 +13,7 @@ shuffled training epoch does. For each side it reports:
 
 and the ratios cached / direct. Example (the figures in docs/performance.md)::
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_loader.py --studies 64 --image-size 1024
+    python benchmarks/bench_loader.py --studies 64 --image-size 1024 --threads 2
 """
 
 from __future__ import annotations
@@ -55,6 +55,9 @@ def parse_args() -> argparse.Namespace:
         "--workers", type=int, default=0, help="DataLoader workers for both sides (0: in-process)"
     )
     parser.add_argument("--prepare-workers", type=int, default=1, help="processes for prepare_cache")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads for the batch step (crop and augmentation)"
+    )
     parser.add_argument("--out", help="working folder (default: a temporary one, deleted)")
     return parser.parse_args()
 
@@ -107,7 +110,7 @@ def rates(run: dict[str, float]) -> dict[str, float]:
 
 def main() -> None:
     args = parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.out or tmp)
         work.mkdir(parents=True, exist_ok=True)
@@ -152,7 +155,7 @@ def main() -> None:
     }
 
     print(
-        f"machine: {os.cpu_count()} CPUs (load average {os.getloadavg()[0]:.1f}), torch threads 1, "
+        f"machine: {os.cpu_count()} CPUs (load average {os.getloadavg()[0]:.1f}), torch threads {args.threads}, "
         f"DataLoader workers {args.workers}, batch {args.batch_size}, cache {args.cache_size} px -> {args.crop} px"
     )
     print(

@@ -179,3 +179,29 @@ def test_latest_checkpoint_ignores_partial_writes(tmp_path):
         (tmp_path / name).write_bytes(b"x")
     assert latest_checkpoint(tmp_path).name == "checkpoint_iteration=12.pt"
     assert latest_checkpoint(tmp_path / "missing") is None
+
+
+def test_progress_bar_shows_the_loss_of_each_iteration(tiny, tmp_path, capsys):
+    """The bar reads the loss from MONAI's decollated trainer output and shows the MI estimate beside it."""
+    import re
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from radmi.cli import main
+
+    out = tmp_path / "run"
+    overrides = dict(TINY_OVERRIDES, text_model=str(tiny["bert"]), checkpoint_every=100, log_every=1)
+    overrides["progress_bar"] = True
+    assert (
+        main(
+            ["pretrain", "--data", str(tiny["cache"]), "--out", str(out), "--epochs", "1"]
+            + set_args(overrides)
+        )
+        == 0
+    )
+
+    shown = re.findall(r"loss=(-?[\d.e+-]+), mi=(-?[\d.e+-]+)", capsys.readouterr().err)
+    assert shown, "no progress bar with loss and mi"
+    last_loss = float(shown[-1][0])
+    logged = EventAccumulator(str(out / "tensorboard")).Reload().Scalars("train_loss")
+    assert last_loss == pytest.approx(logged[-1].value, rel=1e-2, abs=1e-3)

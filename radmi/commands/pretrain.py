@@ -89,6 +89,9 @@ def run(args: argparse.Namespace) -> int:
             raise TrainingError("--tracking mlflow needs the mlflow package: pip install mlflow") from err
     config = bundle_config(BUNDLE)
     overrides = overrides_from_args(args)
+    if args.tracking == "mlflow":
+        # MONAI derives its default path by appending to the output_dir *expression*; a plain path breaks it
+        overrides.setdefault("save_execute_config", str(Path(args.out) / "config.json"))
     # MONAI warns when a bundle run gets no logging file; radmi's CLI has configured logging already
     logging.getLogger("monai.bundle.workflows").setLevel(logging.ERROR)
     workflow = ConfigWorkflow(
@@ -107,6 +110,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"radmi pretrain: recipe {config}")
         print(f"  checkpoints: {out / 'checkpoints'}")
         print(f"  TensorBoard: tensorboard --logdir {out / 'tensorboard'}")
+        if args.tracking == "mlflow":
+            uri = workflow.parser.get_parsed_content("tracking_uri")
+            print(f"  MLflow: mlflow ui --backend-store-uri {uri}")
     try:
         workflow.run()
     except RuntimeError as err:

@@ -22,6 +22,7 @@ import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import ProgressBar
 from monai.engines.utils import IterationEvents
+from monai.handlers import from_engine
 from monai.utils import CommonKeys
 from torch import nn
 
@@ -202,8 +203,9 @@ class TrainingProgressBar(ProgressBar):
         super().__init__(**kwargs)
         self.objective = objective
 
-    def _postfix(self, output: dict) -> dict[str, float]:
-        shown = {"loss": float(output[CommonKeys.LOSS].detach())}
+    def _postfix(self, output: dict | list[dict]) -> dict[str, float]:
+        loss = from_engine([CommonKeys.LOSS], first=True)(output)
+        shown = {"loss": float(loss[0] if isinstance(loss, tuple) else loss)}
         if self.objective is not None and "mi" in unwrap(self.objective).latest:
             shown["mi"] = unwrap(self.objective).latest["mi"]
         return shown

@@ -298,7 +298,9 @@ def build_trainer(
         train_handlers=train_handlers,
         amp=amp_on,
         amp_kwargs=amp_kwargs,
-        decollate=False,  # the prediction is a dict of batched features, not per-sample images
+        # MONAI's convention: the output becomes per-sample dicts with the loss replicated, so stock handlers
+        # and bundle tracking (from_engine(["loss"], first=True)) read it; the features are views, no copies
+        decollate=True,
         optim_set_to_none=True,
         accumulation_steps=accumulation_steps,
     )

@@ -102,17 +102,17 @@ class ReportRetrieval(Metric):
     Args:
         objective: the ``PretrainObjective`` whose critic scores the pairs (:func:`report_scores`).
         ks: the k of each recall@k.
-        prefix: metric names are ``f"{prefix}{k}"`` (e.g. ``recall@5``).
+        prefix: metric names are ``f"{prefix}{k}"`` (e.g. ``recall_at_5``; MLflow refuses ``@`` in names).
 
-    ``compute()`` returns ``{"recall@1": ..., "recall@5": ..., "recall@10": ...}`` (fractions in [0, 1]); attach
-    it with :meth:`attach` and each key lands in ``engine.state.metrics`` on its own.
+    ``compute()`` returns ``{"recall_at_1": ..., "recall_at_5": ..., "recall_at_10": ...}`` (fractions in
+    [0, 1]); attach it with :meth:`attach` and each key lands in ``engine.state.metrics`` on its own.
     """
 
     def __init__(
         self,
         objective: nn.Module,
         ks: Sequence[int] = (1, 5, 10),
-        prefix: str = "recall@",
+        prefix: str = "recall_at_",
         output_transform: Callable | None = None,
     ) -> None:
         self.objective = objective
