@@ -46,8 +46,10 @@ class DemoSize:
     extra_pretrain: tuple[str, ...] = field(default=())
 
 
+# 12 pretraining epochs (180 iterations): with 5, the encoder had barely left chance (held-out MI 0.11 nats)
+# and its 10% linear probe scored no better than random init (macro AUROC 0.523 vs 0.533)
 FULL = DemoSize(
-    studies=600, stored_size=256, image_size=128, crop_size=112, pretrain_epochs=5, probe_epochs=15,
+    studies=600, stored_size=256, image_size=128, crop_size=112, pretrain_epochs=12, probe_epochs=15,
     batch_size=32, embed_dim=128, max_length=96, bootstrap=200,
 )  # fmt: skip
 QUICK = DemoSize(
