@@ -1,12 +1,19 @@
-"""Time one pretraining step (forward, backward, optimizer step) in three forms.
+"""Time one pretraining step (forward, backward, optimizer step) in five forms.
 
-- (a) encoders only: the image and text encoders with a trivial loss on their outputs (the baseline);
-- (b) encoders + local MI (``PretrainObjective("local")``);
+- (a) encoders only: the image and text encoders with a trivial loss on their outputs, the text encoder in
+  whole-report mode (one transformer pass; the baseline);
+- (a_iso) encoders only, sentences encoded in isolation (``sentence_context="isolated"``: a second pass over
+  the re-batched sentences);
+- (b) the recipe's local MI: isolated sentences, the text keys of the identical-text mask computed from the
+  token ids, ``PretrainObjective("local")`` with that mask; as in the recipe, the network is told what the
+  objective reads, so the whole-report text pass (needed by global MI, not by local MI) is skipped;
+- (b_report) the same local MI on whole-report sentence vectors (the pre-isolation recipe);
 - (c) encoders + TVDIM (``PretrainObjective("tvdim")``, so the image encoder also sees a second view).
 
 Prints the median step time and image-report pairs per second of each form, the ratio b/a (throughput of
-(b) over (a); 1.0 = local MI is free) and the share of the step (b) spends in the local-MI loss. The forms are
-timed in interleaved rounds so that load from other processes hits them alike.
+(b) over (a); 1.0 = local MI with isolated sentences is free), the cost of isolation (a_iso/a, b/b_report) and
+the share of the step (b) spends in the local-MI loss. The forms are timed in interleaved rounds so that load
+from other processes hits them alike.
 
 CPU example (small)::
 
@@ -36,6 +43,7 @@ from radmi.losses.objectives import PretrainObjective
 from radmi.models.image import BACKBONES, ImageEncoder
 from radmi.models.multimodal import ImageTextModel
 from radmi.models.text import DEFAULT_TEXT_MODEL, TextEncoder
+from radmi.transforms.text import SentenceTextKeys
 
 BERT_BASE_RANDOM = "bert-base-random"
 
@@ -124,15 +132,19 @@ def main(argv: list[str] | None = None) -> int:
     network = ImageTextModel(image_encoder, text_encoder).to(device)
     if args.channels_last:
         network.image_encoder.to(memory_format=torch.channels_last)
+    local_mi = PretrainObjective("local", embed_dim, critic=args.critic, estimator=args.estimator).to(device)
     objectives = {
         "a_encoders": encoders_only_loss,
-        "b_local_mi": PretrainObjective("local", embed_dim, critic=args.critic, estimator=args.estimator).to(
-            device
-        ),
+        "a_iso_encoders": encoders_only_loss,
+        "b_local_mi": local_mi,
+        "b_report_local_mi": local_mi,
         "c_tvdim": PretrainObjective("tvdim", embed_dim).to(device),
     }
+    # text mode per form: whole-report pass for the baseline and the old recipe, isolated sentences otherwise
+    contexts = {"a_encoders": "report", "b_report_local_mi": "report", "c_tvdim": "report"}
+    text_keys = SentenceTextKeys(args.sentences)
     parameters = list(network.parameters())
-    for objective in objectives.values():
+    for objective in {id(o): o for o in objectives.values()}.values():
         if isinstance(objective, torch.nn.Module):
             parameters += list(objective.parameters())
     optimizer = torch.optim.AdamW(parameters, lr=1e-5)
@@ -147,6 +159,11 @@ def main(argv: list[str] | None = None) -> int:
         synchronize()
         start = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
+        network.text_encoder.sentence_context = contexts.get(form, "isolated")
+        targets = batch["study_ids"]
+        if form.startswith("b_"):
+            sentence_keys, report_key = text_keys(batch["input_ids"], batch["sentence_ids"])
+            targets = {"study_id": targets, "sentence_keys": sentence_keys, "report_key": report_key}
         with autocast():
             pred = network(
                 batch["image"],
@@ -154,8 +171,10 @@ def main(argv: list[str] | None = None) -> int:
                 attention_mask=batch["attention_mask"],
                 sentence_ids=batch["sentence_ids"],
                 image_view2=batch["image_view2"] if form == "c_tvdim" else None,
+                # as the recipe: the network computes what the objective reads (no report pass for local MI)
+                outputs=objectives[form].loss.reads if form[0] in "bc" else None,
             )
-            loss = objectives[form](pred, batch["study_ids"])
+            loss = objectives[form](pred, targets)
         loss.backward()
         optimizer.step()
         synchronize()
@@ -206,9 +225,14 @@ def main(argv: list[str] | None = None) -> int:
     for form, median in medians.items():
         print(f"{form:18s} {median * 1000:9.1f} ms   {args.batch_size / median:8.2f} pairs/s")
     ratio = medians["a_encoders"] / medians["b_local_mi"]
-    share = (medians["b_local_mi"] - medians["a_encoders"]) / medians["b_local_mi"]
+    share = medians["local_mi_loss_only"] / medians["b_local_mi"]
     print(
-        f"ratio b/a (throughput, local MI vs encoders only) = {ratio:.3f}   local-MI share of step = {share:.1%}"
+        f"ratio b/a (throughput, local MI + isolated sentences vs encoders only) = {ratio:.3f}   "
+        f"local-MI loss share of step b = {share:.1%}"
+    )
+    print(
+        f"isolation cost: a/a_iso (encoders only) = {medians['a_encoders'] / medians['a_iso_encoders']:.3f}   "
+        f"b_report/b (local MI) = {medians['b_report_local_mi'] / medians['b_local_mi']:.3f}  (throughput ratios)"
     )
     print(
         f"ratio c/a (throughput, TVDIM vs encoders only)    = {medians['a_encoders'] / medians['c_tvdim']:.3f}"

@@ -29,29 +29,56 @@ def test_draw_writes_png_of_expected_size(tmp_path):
         draw_explanation(image, maps[:2], sentences, tmp_path / "y.png")
 
 
-@pytest.fixture(scope="module")
-def tiny_local_run(tmp_path_factory):
-    """A pretraining run directory with untrained parts, as `radmi pretrain` lays it out."""
+def _make_run(
+    run, kind: str = "local", objective_kwargs: dict | None = None, write_objective_json: bool = False
+):
+    """A pretraining run directory with untrained parts, as `radmi pretrain` lays it out.
+
+    ``objective_kwargs`` (default: the recipe's ``dot`` critic) build the saved critic; with
+    ``write_objective_json`` they also go to ``models/objective.json`` while ``config.json`` keeps ``dot``.
+    """
     from radmi.bundle.paths import bundle_config
     from radmi.losses.objectives import PretrainObjective
     from radmi.models.hub import OFFLINE_DEFAULT, load_tokenizer
     from radmi.models.image import ImageEncoder
     from radmi.models.text import TextEncoder
 
-    run = tmp_path_factory.mktemp("pretrain_run")
     models = run / "models"
     torch.manual_seed(0)
     ImageEncoder(backbone="resnet18", embed_dim=384, local_stride=16).save(models)
     text_dir = TextEncoder(OFFLINE_DEFAULT, max_sentences=4).save_pretrained(models / "text_encoder")
     load_tokenizer(OFFLINE_DEFAULT).save_pretrained(text_dir)
-    objective = PretrainObjective(kind="local", embed_dim=384)
+    kwargs = {"kind": kind, "embed_dim": 384, **(objective_kwargs or {})}
+    objective = PretrainObjective(**kwargs)
     torch.save(objective.state_dict(), models / "critic.pt")
+    if write_objective_json:
+        (models / "objective.json").write_text(json.dumps(kwargs))
     config = json.loads(bundle_config("radmi_cxr_pretrain").read_text())
-    config.update(
-        objective="local", embed_dim=384, image_size=64, max_length=48, max_sentences=4, critic="dot"
-    )
+    config.update(objective=kind, embed_dim=384, image_size=64, max_length=48, max_sentences=4, critic="dot")
     (run / "config.json").write_text(json.dumps(config))
     return run, objective
+
+
+@pytest.fixture(scope="module")
+def tiny_local_run(tmp_path_factory):
+    """A local-MI run, rebuilt from its config.json (no objective.json: the fallback path)."""
+    return _make_run(tmp_path_factory.mktemp("pretrain_run"), "local")
+
+
+@pytest.fixture(scope="module")
+def tiny_global_run(tmp_path_factory):
+    """A global-MI run with the dot critic."""
+    return _make_run(tmp_path_factory.mktemp("global_run"), "global")
+
+
+@pytest.fixture(scope="module")
+def demo_data(tmp_path_factory):
+    """12 demo studies (96 px), shared by the grounding tests."""
+    from radmi.data.demo.generate import generate
+
+    data = tmp_path_factory.mktemp("demo")
+    generate(data, studies=12, seed=0, size=96, compress="none", progress=False)
+    return data
 
 
 def test_explain_end_to_end(tiny_local_run, tmp_path):
@@ -119,15 +146,13 @@ def test_explain_end_to_end(tiny_local_run, tmp_path):
     np.testing.assert_allclose(maps, expected[0].T.reshape(3, 4, 4).numpy(), rtol=1e-5, atol=1e-6)
 
 
-def test_evaluate_grounding_end_to_end(tiny_local_run, tmp_path):
+def test_evaluate_grounding_end_to_end(tiny_local_run, demo_data, tmp_path):
     import pandas as pd
 
     from radmi.cli import main
-    from radmi.data.demo.generate import generate
 
     run_dir, _ = tiny_local_run
-    data = tmp_path / "demo"
-    generate(data, studies=12, seed=0, size=96, compress="none", progress=False)
+    data = demo_data
     out = tmp_path / "grounding"
     assert main(["evaluate-grounding", str(run_dir), "--data", str(data), "--split", "train",
                  "--bootstrap", "50", "--out", str(out)]) == 0  # fmt: skip
@@ -145,3 +170,132 @@ def test_evaluate_grounding_end_to_end(tiny_local_run, tmp_path):
     overall = summary[(summary["label"] == "overall") & (summary["score"] == "pointing")].iloc[0]
     assert overall["mean"] == pytest.approx(pairs["pointing"].mean())
     assert "overall" in (out / "report.md").read_text()
+    # sentence specificity: boxes that share their image with another finding's sentence
+    assert counts["map"] == "sentence"
+    with_other = pairs[pairs["n_other"] > 0]
+    assert counts["boxes_with_other_sentence"] == len(with_other) > 0
+    assert (
+        with_other["other_pointing"].between(0, 1).all()
+        and pairs.loc[pairs["n_other"] == 0, "other_pointing"].isna().all()
+    )
+    specificity = pd.read_csv(out / "specificity.csv")
+    assert list(specificity.columns) == ["label", "score", "n", "mean", "ci_low", "ci_high"]
+    get = specificity.set_index(["label", "score"])
+    assert get.loc[("overall", "own_pointing"), "n"] == len(with_other)
+    assert get.loc[("overall", "own_pointing"), "mean"] == pytest.approx(with_other["pointing"].mean())
+    assert get.loc[("overall", "other_pointing"), "mean"] == pytest.approx(
+        with_other["other_pointing"].mean()
+    )
+    assert get.loc[("overall", "own_minus_other_pointing"), "mean"] == pytest.approx(
+        with_other["pointing"].mean() - with_other["other_pointing"].mean()
+    )
+    assert "Sentence specificity" in (out / "report.md").read_text()
+
+
+class _SentenceBlindRun:
+    """A stand-in run whose map ignores the sentence: one seeded 4 x 4 map per image, repeated per sentence."""
+
+    image_size = 64
+    has_region_maps = True
+    has_report_map = False
+
+    def sentence_maps(self, image, sentences):
+        seed = int(np.asarray(image).sum() * 1000) % 2**32
+        one = np.random.default_rng(seed).random((4, 4))
+        return np.repeat(one[None], len(sentences), axis=0)
+
+
+def test_a_sentence_blind_run_has_zero_specificity(demo_data):
+    import pandas as pd
+
+    from radmi.eval.grounding import grounding_pairs, summarize_specificity
+
+    pairs, counts = grounding_pairs(_SentenceBlindRun(), demo_data, "train", progress=False)
+    with_other = pairs[pairs["n_other"] > 0]
+    assert len(with_other) > 0 and counts["boxes_with_other_sentence"] == len(with_other)
+    np.testing.assert_array_equal(with_other["pointing"], with_other["other_pointing"])
+    np.testing.assert_array_equal(with_other["iou"], with_other["other_iou"])
+    # the boxes with another sentence: on images with >= 2 distinct described sentences among the scored boxes
+    locations = pd.read_csv(demo_data / "finding-locations.csv.gz", dtype={"dicom_id": str})
+    scored = locations[locations["dicom_id"].isin(pairs["dicom_id"]) & (locations["sentence_index"] >= 0)]
+    distinct = scored.groupby("dicom_id")["sentence_index"].transform("nunique")
+    assert len(with_other) == int((distinct >= 2).sum())
+    summary = summarize_specificity(pairs, n_bootstrap=100).set_index(["label", "score"])
+    row = summary.loc[("overall", "own_minus_other_pointing")]
+    assert row["mean"] == 0.0 and row["ci_low"] == 0.0 and row["ci_high"] == 0.0
+
+
+def test_global_run_report_map_by_hand(tiny_global_run):
+    import torch.nn.functional as F
+
+    from radmi.eval.explain import PretrainedRun
+
+    run = PretrainedRun(tiny_global_run[0])
+    assert run.kind == "global" and run.has_report_map and not run.has_region_maps
+    image = torch.rand(1, 64, 64)
+    sentences = ["The heart is enlarged.", "Small left effusion."]
+    assert run.sentence_maps(image, sentences) is None
+    report_map = run.report_map(image, sentences)
+    assert report_map.shape == (4, 4)
+    tokens = run.tokenize(sentences)
+    with torch.no_grad():
+        text = run.text_encoder(tokens["input_ids"], tokens["attention_mask"], tokens["sentence_ids"])
+        _, local = run.image_encoder(image[None])
+        cosine = torch.einsum(
+            "ehw,e->hw", F.normalize(local[0], dim=0), F.normalize(text["global"][0], dim=0)
+        )
+        expected = cosine * run.objective.loss.critic.scale  # the dot critic: cosine / temperature
+    np.testing.assert_allclose(report_map, expected.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_evaluate_grounding_scores_the_global_report_map(tiny_global_run, demo_data, tmp_path):
+    import pandas as pd
+
+    from radmi.cli import main
+
+    out = tmp_path / "grounding"
+    assert main(["evaluate-grounding", str(tiny_global_run[0]), "--data", str(demo_data), "--split", "train",
+                 "--bootstrap", "20", "--out", str(out)]) == 0  # fmt: skip
+    counts = json.loads((out / "counts.json").read_text())
+    assert counts["map"] == "report" and counts["boxes_with_other_sentence"] == 0
+    pairs = pd.read_csv(out / "pairs.csv")
+    assert len(pairs) > 0 and set(pairs["pointing"]) <= {0.0, 1.0} and pairs["iou"].between(0, 1).all()
+    specificity = pd.read_csv(out / "specificity.csv")
+    assert (specificity["n"] == 0).all() and specificity["mean"].isna().all()
+    report = (out / "report.md").read_text()
+    assert "region-to-report map" in report and "does not apply" in report
+
+
+def test_explain_draws_one_panel_for_a_global_run(tiny_global_run, tmp_path):
+    from radmi.eval.explain import PretrainedRun, explain_image
+
+    pixels = (np.random.default_rng(1).random((90, 70)) * 255).astype(np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "g.png")
+    path = explain_image(
+        PretrainedRun(tiny_global_run[0]), tmp_path / "g.png", "FINDINGS: Heart enlarged. No effusion.", tmp_path / "g_explain.png",
+        [Box(10, 20, 50, 70, "Cardiomegaly", 0)],
+    )  # fmt: skip
+    with Image.open(path) as png:
+        assert png.size == figure_size(1)
+
+
+def test_objective_json_is_preferred_over_the_recipe(tmp_path):
+    from radmi.errors import ModelLoadError
+    from radmi.eval.explain import PretrainedRun
+    from radmi.losses.critics import BilinearCritic
+
+    # config.json says the dot critic; models/objective.json (and critic.pt) a bilinear one
+    run_dir, objective = _make_run(
+        tmp_path / "run", "local", {"critic": "bilinear"}, write_objective_json=True
+    )
+    run = PretrainedRun(run_dir)
+    assert isinstance(run.objective.loss.critic, BilinearCritic)
+    torch.testing.assert_close(run.objective.loss.critic.weight, objective.loss.critic.weight)
+    assert run.sentence_maps(torch.rand(1, 64, 64), ["Heart enlarged.", "No effusion."]).shape == (2, 4, 4)
+    # without it, the recipe's dot critic is rebuilt, and the bilinear critic.pt does not fit it
+    (run_dir / "models" / "objective.json").unlink()
+    with pytest.raises(ModelLoadError, match="critic.pt does not match"):
+        PretrainedRun(run_dir)
+    (run_dir / "models" / "objective.json").write_text("{not json")
+    with pytest.raises(ModelLoadError, match="not valid JSON"):
+        PretrainedRun(run_dir)

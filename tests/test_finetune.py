@@ -16,7 +16,7 @@ from radmi.data.manifest import MANIFEST_COLUMNS
 TINY = {
     "image_size": 32,
     "batch_size": 8,
-    "max_epochs": 2,
+    "epochs": 2,
     "encoder": {"backbone": "resnet18", "embed_dim": 16, "local_stride": 16},
 }
 
@@ -59,7 +59,7 @@ def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def test_linear_mode_keeps_encoder_bit_identical(tiny_manifest, tmp_path):
-    from radmi.commands.finetune import run_recipe
+    from radmi.bundle.run import run_recipe
     from radmi.models.heads import load_finding_classifier
     from radmi.models.image import ImageEncoder
 
@@ -67,14 +67,9 @@ def test_linear_mode_keeps_encoder_bit_identical(tiny_manifest, tmp_path):
     pretrained.save(tmp_path / "pretrain" / "models")
     before = _state(pretrained)
     out = tmp_path / "run"
+    overrides = {"dataset_dir": tiny_manifest, "output_dir": str(out), "init": str(tmp_path / "pretrain")}
     workflow = run_recipe(
-        "train.json",
-        out=out,
-        dataset_dir=tiny_manifest,
-        output_dir=str(out),
-        init=str(tmp_path / "pretrain"),
-        mode="linear",
-        **TINY,
+        "radmi_cxr_findings", "train.json", {**overrides, "mode": "linear", **TINY}, out=out
     )
     network = workflow.parser.get_parsed_content("network")
     after = _state(network.image_encoder)
@@ -111,20 +106,31 @@ def test_linear_mode_keeps_encoder_bit_identical(tiny_manifest, tmp_path):
 
 @pytest.mark.slow
 def test_finetune_mode_trains_encoder(tiny_manifest, tmp_path):
+    """Fine-tuning must change the encoder's weights (every parameter tensor), not only the heads'."""
     from radmi.commands.finetune import run_recipe
+    from radmi.models.image import ImageEncoder
 
+    pretrained = ImageEncoder(**TINY["encoder"])
+    pretrained.save(tmp_path / "pretrain" / "models")
+    before = {name: p.detach().clone() for name, p in pretrained.named_parameters()}
     out = tmp_path / "run"
     workflow = run_recipe(
         "train.json",
         out=out,
         dataset_dir=tiny_manifest,
         output_dir=str(out),
-        init="random",
+        init=str(tmp_path / "pretrain"),
         mode="finetune",
         seed=1,
-        **{**TINY, "max_epochs": 1},
+        **{**TINY, "epochs": 1},
     )
     network = workflow.parser.get_parsed_content("network")
     assert all(p.requires_grad for p in network.parameters())
     trainer = workflow.parser.get_parsed_content("train#trainer")
     assert trainer.state.epoch == 1
+    after = dict(network.image_encoder.named_parameters())
+    assert set(after) == set(before)
+    unchanged = [name for name in before if torch.equal(before[name], after[name].detach().cpu())]
+    assert not unchanged, (
+        f"fine-tuning left {len(unchanged)} encoder parameters unchanged, e.g. {unchanged[:3]}"
+    )

@@ -248,3 +248,35 @@ def test_schema_json_matches_the_code():
     schema = json.loads((Path(__file__).parents[1] / "data_manifests" / "schema.json").read_text())
     assert schema["x-column-order"] == list(MANIFEST_COLUMNS) == schema["required"]
     assert schema["properties"]["split"]["enum"] == ["train", "validate", "test", ""]
+
+
+def test_folder_export_unreadable_file_is_a_manifest_error(tmp_path):
+    # the builder reads headers with radmi.transforms.dicom.read_dicom_header and names the bad file
+    export = tmp_path / "export"
+    export.mkdir()
+    ds = xray_dataset(known_pixels(4, 4), view_position="PA")
+    write_dicom(export / "good.dcm.gz", ds, gzipped=True)
+    (export / "broken.dcm").write_bytes(b"not DICOM at all" * 20)
+    pd.DataFrame({"study_id": [ds.StudyInstanceUID], "report": [REPORT]}).to_csv(
+        tmp_path / "r.csv", index=False
+    )
+    out = tmp_path / "out.csv"
+    with pytest.raises(ManifestError, match=r"broken.dcm: not a readable DICOM file: not a DICOM file"):
+        build_folder_manifest(export, tmp_path / "r.csv", out, progress=False)
+    manifest = build_folder_manifest(export, tmp_path / "r.csv", out, on_error="skip", progress=False)
+    assert manifest["view"].tolist() == ["PA"] and manifest["image_path"].str.endswith("good.dcm.gz").all()
+
+
+def test_read_dicom_header_reads_named_tags_of_plain_and_gzipped_files(tmp_path):
+    from radmi.errors import DicomError
+    from radmi.transforms.dicom import read_dicom_header
+
+    ds = xray_dataset(known_pixels(4, 4), view_position="AP")
+    for name, gzipped in (("a.dcm", False), ("a.dcm.gz", True)):
+        header = read_dicom_header(
+            write_dicom(tmp_path / name, ds, gzipped=gzipped), ("ViewPosition", "Rows")
+        )
+        assert header.ViewPosition == "AP" and int(header.Rows) == 4 and "PixelData" not in header
+    (tmp_path / "cut.dcm.gz").write_bytes((tmp_path / "a.dcm.gz").read_bytes()[:40])
+    with pytest.raises(DicomError, match="cut.dcm.gz"):
+        read_dicom_header(tmp_path / "cut.dcm.gz", ("ViewPosition",))

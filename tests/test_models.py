@@ -123,7 +123,9 @@ def test_sentence_pooling_equals_loop_reference():
 
 @pytest.mark.parametrize("pooling", ["cls", "mean"])
 def test_text_encoder_outputs(tiny_text_model_dir, pooling):
-    encoder = TextEncoder(tiny_text_model_dir, embed_dim=6, max_sentences=4, pooling=pooling).eval()
+    encoder = TextEncoder(
+        tiny_text_model_dir, embed_dim=6, max_sentences=4, pooling=pooling, sentence_context="report"
+    ).eval()
     input_ids, attention_mask, sentence_ids = token_batch()
     with torch.no_grad():
         out = encoder(input_ids, attention_mask, sentence_ids)

@@ -1,28 +1,79 @@
-"""The package-level names resolve, and each submodule imports on its own (no import cycles)."""
+"""The package-level names resolve, the leaf modules stay leaves, and each entry point imports on its own.
+
+``radmi.data.labels`` and ``radmi.data.reports`` import nothing from radmi; the transforms build on them, and
+``radmi.data``'s pipeline, datasets and manifest modules build on the transforms. Both packages import their
+names eagerly (no lazy ``__getattr__``), so an import cycle would show as an ImportError in a fresh interpreter.
+"""
 
 from __future__ import annotations
 
-import importlib
+import ast
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 import radmi.data
+import radmi.models
+import radmi.transforms
+
+PACKAGE_ROOT = Path(radmi.__file__).parent
 
 
-@pytest.mark.parametrize("name", radmi.data.__all__)
-def test_data_exports_resolve(name: str) -> None:
-    assert getattr(radmi.data, name) is not None
-
-
-def test_transforms_import_first_in_a_fresh_interpreter() -> None:
-    # importing radmi.transforms first walks transforms -> radmi.data.labels -> radmi.data; a cycle there only
-    # shows in a fresh interpreter (in this one, test order decides what was imported first)
-    result = subprocess.run([sys.executable, "-c", "import radmi.transforms"], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-800:]
+@pytest.mark.parametrize("package", [radmi.data, radmi.transforms, radmi.models], ids=lambda p: p.__name__)
+def test_package_exports_resolve(package) -> None:
+    for name in package.__all__:
+        assert getattr(package, name) is not None, name
 
 
 def test_unknown_name_is_an_attribute_error() -> None:
     with pytest.raises(AttributeError):
-        importlib.import_module("radmi.data").no_such_name  # noqa: B018
+        radmi.data.no_such_name  # noqa: B018
+
+
+@pytest.mark.parametrize("module", ["data/labels.py", "data/reports.py", "errors.py"])
+def test_leaf_modules_import_nothing_from_radmi(module: str) -> None:
+    tree = ast.parse((PACKAGE_ROOT / module).read_text())
+    imported = [
+        alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
+    ] + [node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
+    assert not [name for name in imported if name == "radmi" or name.startswith("radmi.")]
+
+
+# Entry points whose first import walks the data <-> transforms layering from different ends.
+ENTRY_POINTS = [
+    "radmi.transforms",
+    "radmi.transforms.labels",
+    "radmi.transforms.text",
+    "radmi.data.labels",
+    "radmi.data.manifest",
+    "radmi.data.pipeline",
+    "radmi.models",
+    "radmi.eval.metrics",
+]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="forks one child per entry point")
+def test_entry_points_import_first_in_a_fresh_interpreter() -> None:
+    # a cycle only shows in a fresh interpreter (in this one, test order decides what was imported first);
+    # one forked child per entry point keeps this to one interpreter start-up
+    script = (
+        "import os, sys\n"
+        "failed = []\n"
+        f"for name in {ENTRY_POINTS!r}:\n"
+        "    pid = os.fork()\n"
+        "    if pid == 0:\n"
+        "        try:\n"
+        "            __import__(name)\n"
+        "        except BaseException as err:\n"
+        "            print(name, type(err).__name__, err, file=sys.stderr)\n"
+        "            os._exit(1)\n"
+        "        os._exit(0)\n"
+        "    if os.waitpid(pid, 0)[1] != 0:\n"
+        "        failed.append(name)\n"
+        "sys.exit(1 if failed else 0)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]

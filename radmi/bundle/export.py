@@ -27,7 +27,8 @@ import torch
 
 import radmi
 from radmi.bundle.paths import bundle_dir as shipped_bundle_dir
-from radmi.bundle.verify import MAX_REPO_FILE_BYTES, VerifyReport, sha256_file, verify_bundle_dir
+from radmi.bundle.verify import MAX_REPO_FILE_BYTES, VerifyReport, verify_bundle_dir
+from radmi.data.cache_store import file_sha256
 from radmi.errors import BundleError
 
 logger = logging.getLogger(__name__)
@@ -165,7 +166,7 @@ def _stage(
             "large_files:\n"
             '  - path: "models/model.pt"\n'
             '    url: "REPLACE-WITH-THE-RELEASE-URL-OF/model.pt"\n'
-            f'    hash_val: "{sha256_file(weights)}"\n'
+            f'    hash_val: "{file_sha256(weights)}"\n'
             '    hash_type: "sha256"\n'
         )
 
@@ -242,7 +243,7 @@ def export_run(
         report = verify_bundle_dir(staging)  # raises before anything final is written
         staged_zip = Path(tmp) / zip_path.name
         write_zip(staging, staged_zip)
-        digest = sha256_file(staged_zip)
+        digest = file_sha256(staged_zip)
         if final_dir.exists():
             shutil.rmtree(final_dir)
         shutil.move(str(staging), final_dir)

@@ -12,8 +12,12 @@ BUNDLES_ROOT = Path(__file__).resolve().parents[2] / "bundles"
 def bundle_dir(name: str) -> Path:
     """The folder of a shipped bundle, e.g. ``bundle_dir("radmi_cxr_pretrain")``."""
     path = BUNDLES_ROOT / name
-    if not (path / "configs" / "metadata.json").is_file() and not path.is_dir():
-        raise BundleError("no such shipped bundle (radmi must be installed from a source checkout: pip install -e .)", path=path)
+    if not path.is_dir() or not (path / "configs" / "metadata.json").is_file():
+        raise BundleError(
+            "no such shipped bundle (a folder with configs/metadata.json; radmi must be installed from a "
+            "source checkout: pip install -e .)",
+            path=path,
+        )
     return path
 
 

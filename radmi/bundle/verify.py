@@ -13,7 +13,6 @@ Every check uses MONAI's own bundle tools where one exists:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from radmi.data.cache_store import file_sha256
 from radmi.errors import BundleError
 
 logger = logging.getLogger(__name__)
@@ -56,15 +56,6 @@ class VerifyReport:
         logger.info("bundle check passed: %s", what)
 
 
-def sha256_file(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
-    """Hex SHA256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for chunk in iter(lambda: handle.read(chunk_bytes), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def read_sha256_file(path: str | Path) -> str:
     """The hash from a ``sha256sum``-style file (``<hex>  <name>``)."""
     text = Path(path).read_text().strip()
@@ -75,7 +66,7 @@ def read_sha256_file(path: str | Path) -> str:
 
 def check_sha256(zip_path: str | Path, expected: str) -> str:
     """Compare a zip's SHA256 with ``expected``; raise :class:`BundleError` on a mismatch. Returns the hash."""
-    actual = sha256_file(zip_path)
+    actual = file_sha256(zip_path)
     if actual != expected.strip().lower():
         raise BundleError(
             f"SHA256 mismatch: expected {expected.strip().lower()}, the file has {actual}. The download is "
@@ -292,7 +283,7 @@ def verify_bundle(
         return verify_bundle_dir(path, online_schema=online_schema)
     sidecar = path.with_name(path.name + ".sha256")
     expected = sha256 or (read_sha256_file(sidecar) if sidecar.is_file() else None)
-    actual = check_sha256(path, expected) if expected else sha256_file(path)
+    actual = check_sha256(path, expected) if expected else file_sha256(path)
     if not zipfile.is_zipfile(path):
         raise BundleError("not a zip file", path=path)
     with tempfile.TemporaryDirectory() as tmp:

@@ -15,6 +15,7 @@ from typing import Any
 
 from radmi.errors import ModelLoadError
 
+BUNDLE = "radmi_cxr_findings"
 #: Items copied from the training run's config into the evaluation.
 INHERITED = ("image_size", "views", "uncertainty_policy", "blank_policy")
 
@@ -43,8 +44,7 @@ def inherited_settings(run_dir: Path) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from radmi.commands.finetune import run_recipe
-    from radmi.commands.pretrain import parse_override
+    from radmi.bundle.run import parse_overrides, run_recipe
 
     run_dir = Path(args.run_dir)
     overrides: dict[str, Any] = {
@@ -55,8 +55,8 @@ def run(args: argparse.Namespace) -> int:
     }
     if args.bootstrap is not None:
         overrides["n_bootstrap"] = args.bootstrap
-    overrides.update(parse_override(item) for item in args.set)
-    run_recipe("evaluate.json", **overrides)
+    overrides.update(parse_overrides(args.set))
+    run_recipe(BUNDLE, "evaluate.json", overrides)
     out = run_dir / "eval" / args.split
     print((out / "report.md").read_text())
     print(f"radmi evaluate: wrote {out}/metrics.json, metrics.csv, report.md, roc.png")

@@ -1,7 +1,10 @@
 """``radmi evaluate-grounding RUN_DIR --data DIR --split test``: pointing game and top-k IoU of a pretrained
-run's sentence -> region maps against the demo data's ground-truth finding boxes, with chance levels.
+run's sentence -> region maps against the demo data's ground-truth finding boxes, with chance levels, and the
+sentence specificity of the maps (own sentence vs another finding's sentence on the same image). A global-MI run
+is scored with its region-to-report map.
 
-Writes ``RUN_DIR/grounding/<split>/pairs.csv`` (one row per box), ``summary.csv`` and ``report.md``.
+Writes ``RUN_DIR/grounding/<split>/pairs.csv`` (one row per box), ``summary.csv``, ``specificity.csv``,
+``counts.json`` and ``report.md`` (both tables).
 """
 
 from __future__ import annotations
@@ -27,6 +30,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--top-fraction", type=float, default=None, help="fraction of regions in the IoU mask (0.1)"
     )
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap draws for the CIs")
+    parser.add_argument(
+        "--specificity-min-boxes",
+        type=int,
+        default=None,
+        help="per-finding rows of the specificity table need this many boxes (default 10; overall always shown)",
+    )
     parser.add_argument("--max-images", type=int, default=None, help="score at most this many images")
     parser.add_argument(
         "--out", type=Path, default=None, help="output folder (default RUN_DIR/grounding/SPLIT)"
@@ -48,16 +57,35 @@ def run(args: argparse.Namespace) -> int:
         max_images=args.max_images,
     )
     summary = grounding.summarize_grounding(pairs, n_bootstrap=args.bootstrap)
+    min_boxes = args.specificity_min_boxes
+    specificity = grounding.summarize_specificity(
+        pairs,
+        n_bootstrap=args.bootstrap,
+        min_boxes=grounding.MIN_SPECIFICITY_BOXES if min_boxes is None else min_boxes,
+    )
     out = args.out or Path(args.run_dir) / "grounding" / args.split
     out.mkdir(parents=True, exist_ok=True)
     pairs.to_csv(out / "pairs.csv", index=False)
     summary.to_csv(out / "summary.csv", index=False)
+    specificity.to_csv(out / "specificity.csv", index=False)
     title = f"Grounding of {pretrained.kind} MI run {Path(args.run_dir).name}, split {args.split}"
-    note = (
-        "" if pretrained.has_region_maps else "\nGlobal MI has no region map: only the chance levels apply.\n"
-    )
-    (out / "report.md").write_text(grounding.grounding_markdown(summary, title) + note)
+    note = {
+        "sentence": "",
+        "report": "\nGlobal MI has no sentence map: pointing and IoU score its region-to-report map (each region's "
+        "local feature against the report's global vector, through the run's critic).\n",
+        "none": "\nThis run has no region map: only the chance levels apply.\n",
+    }[counts["map"]]
+    text = grounding.grounding_markdown(summary, title) + note
+    if counts["map"] == "sentence":
+        text += "\n" + grounding.specificity_markdown(specificity)
+    else:
+        text += (
+            "\nSentence specificity does not apply: the run has one map per image, not one per sentence.\n"
+        )
+    (out / "report.md").write_text(text)
     (out / "counts.json").write_text(json.dumps(counts, indent=2) + "\n")
-    print((out / "report.md").read_text())
+    print(text)
+    if counts["map"] == "sentence":
+        print(grounding.specificity_line(specificity))
     print(f"radmi evaluate-grounding: {counts['boxes']} boxes on {counts['images']} images; wrote {out}")
     return 0

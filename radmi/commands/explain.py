@@ -1,5 +1,6 @@
 """``radmi explain IMAGE --report REPORT.txt --run RUN_DIR --out DIR [--boxes finding-locations.csv.gz]``:
-draw each report sentence's region x sentence critic scores over the radiograph (see ``radmi.eval.explain``)."""
+draw each report sentence's region x sentence critic scores over the radiograph (see ``radmi.eval.explain``).
+A global-MI run gets one panel: its region-to-report map."""
 
 from __future__ import annotations
 
@@ -15,7 +16,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--report", required=True, type=Path, help="the report text file of the image's study"
     )
     parser.add_argument(
-        "--run", required=True, type=Path, help="a `radmi pretrain` run directory (local MI or TVDIM)"
+        "--run",
+        required=True,
+        type=Path,
+        help="a `radmi pretrain` run directory (local MI, TVDIM; global MI: one region-to-report panel)",
     )
     parser.add_argument(
         "--out", required=True, type=Path, help="output folder; the PNG is <image name>_explain.png"

@@ -1,18 +1,20 @@
 """``radmi finetune``: train a finding classifier with the findings bundle recipe
 (``bundles/radmi_cxr_findings/configs/train.json``).
 
-Every option becomes an override of the recipe, which MONAI's ``ConfigWorkflow`` runs exactly as
-``python -m monai.bundle run`` would; the command keeps no defaults of its own.
+Every option becomes an override of the recipe, run by :func:`radmi.bundle.run.run_recipe` (MONAI's
+``ConfigWorkflow``, exactly as ``python -m monai.bundle run`` would); the command keeps no defaults of its own.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-logger = logging.getLogger(__name__)
+from radmi.bundle.run import parse_overrides
+
+if TYPE_CHECKING:
+    from monai.bundle import ConfigWorkflow
 
 BUNDLE = "radmi_cxr_findings"
 
@@ -52,48 +54,30 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """The recipe overrides the command line asks for (``--set`` last, so it wins)."""
-    from radmi.commands.pretrain import parse_override
-
     overrides: dict[str, Any] = {"dataset_dir": str(args.data), "output_dir": str(args.out)}
     optional = {
         "init": args.init,
         "mode": args.mode,
         "label_fraction": args.label_fraction,
         "seed": args.seed,
-        "max_epochs": args.epochs,
+        "epochs": args.epochs,
     }
     overrides.update({key: value for key, value in optional.items() if value is not None})
     if args.edema:
         overrides["edema"] = True
-    overrides.update(parse_override(item) for item in args.set)
+    overrides.update(parse_overrides(args.set))
     return overrides
 
 
-def run_recipe(config: str = "train.json", out: str | Path | None = None, **overrides: Any):
+def run_recipe(config: str = "train.json", out: str | Path | None = None, **overrides: Any) -> ConfigWorkflow:
     """Run one config of the findings bundle with overrides; returns the finished ``ConfigWorkflow``.
 
-    The resolved config (recipe + overrides) is written to ``out/config.json`` when ``out`` is given.
+    A shorthand of :func:`radmi.bundle.run.run_recipe` for the findings bundle (``out``: where the executed
+    config is written as ``config.json``).
     """
-    from monai.bundle import ConfigWorkflow
+    from radmi.bundle.run import run_recipe as run_bundle_recipe
 
-    from radmi.bundle.paths import bundle_config
-
-    path = bundle_config(BUNDLE, config)
-    logging.getLogger("monai.bundle.workflows").setLevel(logging.ERROR)
-    workflow = ConfigWorkflow(
-        config_file=str(path),
-        meta_file=str(path.with_name("metadata.json")),
-        logging_file=False,
-        workflow_type="train" if config == "train.json" else "infer",
-        **overrides,
-    )
-    workflow.initialize()
-    if out is not None:
-        Path(out).mkdir(parents=True, exist_ok=True)
-        workflow.parser.export_config_file(workflow.parser.get(), str(Path(out) / "config.json"), indent=2)
-    workflow.run()
-    workflow.finalize()
-    return workflow
+    return run_bundle_recipe(BUNDLE, config, overrides, out=out)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -53,6 +53,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from radmi.data.cache import finalize_cache, prepare_cache
+    from radmi.data.cache_store import CACHE_JSON
 
     if args.finalize:
         info = finalize_cache(args.out, args.manifest)
@@ -80,9 +81,7 @@ def run(args: argparse.Namespace) -> int:
     for item in summary.bad_rows[:20]:
         print(f"  bad row {item['row']}: {item['file']}: {item['reason']}")
     if summary.bad > 20:
-        print(
-            f"  ... {summary.bad - 20} more, all listed in {summary.cache_dir / 'cache.json'} once complete"
-        )
+        print(f"  ... {summary.bad - 20} more, all listed in {summary.cache_dir / CACHE_JSON} once complete")
     if summary.complete:
         print(f"cache ready: {summary.cache_dir.resolve()} (read it with radmi.data.cache.CachedDataset)")
     else:

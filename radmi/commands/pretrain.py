@@ -1,21 +1,20 @@
 """``radmi pretrain``: run the pretraining bundle recipe (``bundles/radmi_cxr_pretrain/configs/train.json``).
 
-The command keeps no defaults of its own: every option becomes an override of the recipe, which MONAI's
-``ConfigWorkflow`` then runs exactly as ``python -m monai.bundle run`` would. For several GPUs or nodes,
+The command keeps no defaults of its own: every option becomes an override of the recipe, which
+:func:`radmi.bundle.run.load_recipe` hands to MONAI's ``ConfigWorkflow``, run exactly as
+``python -m monai.bundle run`` would. For several GPUs or nodes,
 launch it with ``torchrun`` (see docs/training.md).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import logging
 from pathlib import Path
 from typing import Any
 
-from radmi.errors import TrainingError, radmi_cause
+from radmi.bundle.run import parse_override, parse_overrides
 
-logger = logging.getLogger(__name__)
+__all__ = ["BUNDLE", "configure", "overrides_from_args", "parse_override", "run"]
 
 BUNDLE = "radmi_cxr_pretrain"
 
@@ -31,7 +30,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--out", required=True, type=Path, help="run directory (checkpoints, models, TensorBoard)"
     )
     parser.add_argument(
-        "--objective", choices=("local", "global", "tvdim"), help="MI objective (recipe: local)"
+        "--objective",
+        help="MI objective: an entry of the recipe's 'objectives' (shipped: local, global, tvdim; recipe: local)",
     )
     parser.add_argument("--epochs", type=int, help="number of epochs")
     parser.add_argument("--amp", choices=("bf16", "fp16", "none"), help="mixed precision on CUDA")
@@ -52,17 +52,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def parse_override(item: str) -> tuple[str, Any]:
-    """``"lr_image=1e-4"`` -> ``("lr_image", 0.0001)``; a value that is not JSON stays a string."""
-    key, sep, value = item.partition("=")
-    if not sep or not key.strip():
-        raise TrainingError(f"--set expects KEY=VALUE, got {item!r}")
-    try:
-        return key.strip(), json.loads(value)
-    except json.JSONDecodeError:
-        return key.strip(), value
-
-
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """The recipe overrides the command line asks for (``--set`` last, so it wins)."""
     overrides: dict[str, Any] = {"dataset_dir": str(args.data), "output_dir": str(args.out)}
@@ -72,57 +61,24 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
         overrides["resume"] = True
     if args.no_progress:
         overrides["progress_bar"] = False
-    overrides.update(parse_override(item) for item in args.set)
+    overrides.update(parse_overrides(args.set))
     return overrides
 
 
 def run(args: argparse.Namespace) -> int:
-    from monai.bundle import ConfigWorkflow
-
-    from radmi.bundle.paths import bundle_config
+    from radmi.bundle.run import load_recipe, run_workflow
     from radmi.engines.distributed import is_rank_zero
 
-    if args.tracking == "mlflow":
-        try:
-            import mlflow  # noqa: F401
-        except ImportError as err:
-            raise TrainingError("--tracking mlflow needs the mlflow package: pip install mlflow") from err
-    config = bundle_config(BUNDLE)
-    overrides = overrides_from_args(args)
-    if args.tracking == "mlflow":
-        # MONAI derives its default path by appending to the output_dir *expression*; a plain path breaks it
-        overrides.setdefault("save_execute_config", str(Path(args.out) / "config.json"))
-    # MONAI warns when a bundle run gets no logging file; radmi's CLI has configured logging already
-    logging.getLogger("monai.bundle.workflows").setLevel(logging.ERROR)
-    workflow = ConfigWorkflow(
-        config_file=str(config),
-        meta_file=str(config.with_name("metadata.json")),
-        logging_file=False,
-        tracking=args.tracking,
-        workflow_type="train",
-        **overrides,
-    )
-    workflow.initialize()
     out = Path(args.out)
+    workflow = load_recipe(BUNDLE, "train.json", overrides_from_args(args), out=out, tracking=args.tracking)
     if is_rank_zero():
-        out.mkdir(parents=True, exist_ok=True)
-        workflow.parser.export_config_file(workflow.parser.get(), str(out / "config.json"), indent=2)
-        print(f"radmi pretrain: recipe {config}")
+        print(f"radmi pretrain: recipe {workflow.config_root_path / 'train.json'}")
         print(f"  checkpoints: {out / 'checkpoints'}")
         print(f"  TensorBoard: tensorboard --logdir {out / 'tensorboard'}")
         if args.tracking == "mlflow":
             uri = workflow.parser.get_parsed_content("tracking_uri")
             print(f"  MLflow: mlflow ui --backend-store-uri {uri}")
-    try:
-        workflow.run()
-    except RuntimeError as err:
-        # MONAI's config runner wraps errors of the run expression; show the radmi error itself
-        cause = radmi_cause(err)
-        if cause is None:
-            raise
-        raise cause from err
-    finally:
-        workflow.finalize()
+    run_workflow(workflow)
     if is_rank_zero():
         print(f"radmi pretrain: done; encoders and critic in {out / 'models'}")
     return 0

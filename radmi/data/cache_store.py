@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from radmi.data.labels import NUM_LABELS
 from radmi.errors import CacheError
 
 #: Version of the layout above; a reader refuses other versions.
@@ -46,7 +47,6 @@ PROGRESS_JSON = "progress.json"
 
 #: Integer range of the stored pixel values for each supported dtype.
 PIXEL_MAX = {"uint8": 255, "uint16": 65535}
-NUM_LABELS = 14
 
 
 def array_specs(size: int, max_length: int, dtype: str) -> dict[str, tuple[tuple[int, ...], str]]:

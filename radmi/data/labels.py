@@ -42,8 +42,9 @@ EDEMA_SEVERITY_NAMES: tuple[str, ...] = (
     "interstitial edema",
     "alveolar edema",
 )
-#: Ordinal binary tasks evaluated for edema severity: target is ``severity >= threshold``.
-EDEMA_ORDINAL_TASKS: tuple[tuple[str, int], ...] = (("0 vs 123", 1), ("01 vs 23", 2), ("012 vs 3", 3))
+#: Ordinal binary tasks evaluated for edema severity, in order: name -> threshold (target ``severity >= threshold``).
+#: The names (0 vs 123, 01 vs 23, 012 vs 3) are the keys of radmi's edema metrics and benchmark tables.
+EDEMA_ORDINAL_TASKS: dict[str, int] = {"0v123": 1, "01v23": 2, "012v3": 3}
 #: Value used for "no edema severity" once converted to integers.
 EDEMA_MISSING = -1
 
@@ -122,7 +123,7 @@ def edema_ordinal_targets(severity: np.ndarray) -> tuple[np.ndarray, np.ndarray]
         for missing severities.
     """
     severity = np.asarray(severity, dtype=np.int64)
-    thresholds = np.array([threshold for _, threshold in EDEMA_ORDINAL_TASKS], dtype=np.int64)
+    thresholds = np.fromiter(EDEMA_ORDINAL_TASKS.values(), dtype=np.int64)
     targets = (severity[:, None] >= thresholds[None, :]).astype(np.float32)
     mask = np.repeat((severity != EDEMA_MISSING)[:, None], len(thresholds), axis=1).astype(np.float32)
     return targets * mask, mask

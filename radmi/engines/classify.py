@@ -9,11 +9,13 @@ The bundle config builds MONAI's ``SupervisedTrainer`` and ``SupervisedEvaluator
 - :func:`trainable_parameters`: what the optimizer gets (the heads only in linear mode).
 - :func:`prepare_batch`: batch dict -> ``(image B x 1 x H x W, targets dict)``.
 - :class:`AllOutputsInferer`: calls ``FindingClassifier.forward_all`` so the edema head is trained too.
-- :class:`FindingLoss`: masked multi-label BCE over the 14 findings (the label mask carries the uncertainty and
-  blank policies) plus, optionally, 4-way cross-entropy on edema severity.
-- :class:`MacroAUROC`: the validation key metric (an Ignite ``EpochMetric``).
-- :func:`classification_dataset`: a split of a demo/MIMIC folder, a manifest or a prepared cache, with the
-  label fraction applied to the training split.
+- :func:`classification_dataset`: a split of a demo/MIMIC folder, a manifest or a prepared cache (recognised by
+  :mod:`radmi.data.source`), with the label fraction applied to the training split.
+- :class:`PredictionCollector`: gathers an evaluator's outputs for ``radmi evaluate``.
+
+The loss lives in :mod:`radmi.losses.classification` (:class:`FindingLoss`) and the validation metric in
+:mod:`radmi.engines.classify_metrics` (:class:`MacroAUROC`, :func:`validation_score`); both are re-exported
+here for configs written before the move.
 """
 
 from __future__ import annotations
@@ -26,14 +28,15 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from ignite.metrics import EpochMetric
 from monai.data import MetaTensor
 from monai.inferers import Inferer
 from torch import nn
 
 from radmi.data.labels import CHEXPERT_LABELS
+from radmi.data.source import manifest_table, open_source
+from radmi.engines.classify_metrics import MacroAUROC, evaluation_outputs, validation_score
 from radmi.errors import ManifestError, ModelLoadError
+from radmi.losses.classification import FindingLoss
 
 logger = logging.getLogger(__name__)
 
@@ -45,10 +48,12 @@ __all__ = [
     "AllOutputsInferer",
     "FindingLoss",
     "MacroAUROC",
+    "PredictionCollector",
     "build_classifier",
     "classification_dataset",
     "data_loader",
     "evaluation_outputs",
+    "load_manifest_table",
     "prepare_batch",
     "trainable_parameters",
     "validation_score",
@@ -147,95 +152,17 @@ def prepare_batch(
 
 
 class AllOutputsInferer(Inferer):
-    """Run ``network.forward_all(inputs)``: ``{"findings": B x L[, "edema": B x 4]}`` logits."""
+    """Run ``forward_all(inputs)`` of the classifier: ``{"findings": B x L[, "edema": B x 4]}`` logits.
+
+    A ``DataParallel``/``DistributedDataParallel`` wrapper is looked through (``network.module``): its
+    ``forward`` returns the findings logits only. The findings recipe trains in one process, so no gradient
+    synchronisation is skipped by calling the wrapped module directly.
+    """
 
     def __call__(
         self, inputs: torch.Tensor, network: nn.Module, *args: Any, **kwargs: Any
     ) -> dict[str, torch.Tensor]:
-        module = getattr(network, "module", network)  # DistributedDataParallel
-        if module is network:
-            return network.forward_all(inputs, *args, **kwargs)
-        return module.forward_all(inputs, *args, **kwargs)
-
-
-# ------------------------------------------------------------------------------------------------ loss
-class FindingLoss(nn.Module):
-    """Masked multi-label BCE over the findings, plus ``edema_weight`` x edema-severity cross-entropy.
-
-    The BCE is averaged over the entries whose mask is 1 (entries the uncertainty/blank policy masks out do not
-    count, and do not dilute the mean). Edema CE is averaged over samples with a severity (not -1); a batch
-    without any contributes 0.
-
-    Args:
-        edema_weight: weight of the edema term (used only when the network has an edema head).
-        pos_weight: optional L positive-class weights for the BCE (``BCEWithLogits``' ``pos_weight``).
-
-    Shapes: ``pred = {"findings": B x L[, "edema": B x 4]}`` (or the B x L tensor alone);
-    ``targets = {"labels": B x L, "label_mask": B x L, "edema_severity": B}``. Returns a scalar.
-    """
-
-    def __init__(self, edema_weight: float = 1.0, pos_weight: Sequence[float] | None = None) -> None:
-        super().__init__()
-        self.edema_weight = float(edema_weight)
-        self.register_buffer(
-            "pos_weight", None if pos_weight is None else torch.as_tensor(pos_weight, dtype=torch.float32)
-        )
-
-    def forward(
-        self, pred: Mapping[str, torch.Tensor] | torch.Tensor, targets: Mapping[str, torch.Tensor]
-    ) -> torch.Tensor:
-        logits = pred["findings"] if isinstance(pred, Mapping) else pred
-        mask = targets["label_mask"].to(logits.dtype)
-        per_entry = F.binary_cross_entropy_with_logits(
-            logits, targets["labels"].to(logits.dtype), pos_weight=self.pos_weight, reduction="none"
-        )
-        loss = (per_entry * mask).sum() / mask.sum().clamp_min(1.0)
-        if isinstance(pred, Mapping) and "edema" in pred:
-            severity = targets["edema_severity"].long()
-            if bool((severity >= 0).any()):
-                loss = loss + self.edema_weight * F.cross_entropy(pred["edema"], severity, ignore_index=-1)
-            else:
-                loss = loss + 0.0 * pred["edema"].sum()  # keep the head in the graph (DDP needs every grad)
-        return loss
-
-
-# ------------------------------------------------------------------------------------------------ metric
-def evaluation_outputs(output: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Engine output -> ``(logits B x L, labels and mask side by side B x 2L)`` for :class:`MacroAUROC`."""
-    pred, targets = output["pred"], output["label"]
-    logits = pred["findings"] if isinstance(pred, Mapping) else pred
-    return logits.detach().float(), torch.cat([targets["labels"], targets["label_mask"]], dim=1).float()
-
-
-def _macro_auroc(logits: torch.Tensor, labels_and_mask: torch.Tensor) -> float:
-    from radmi.eval.metrics import finding_metrics
-
-    n_labels = logits.shape[1]
-    labels, mask = labels_and_mask[:, :n_labels], labels_and_mask[:, n_labels:]
-    names = [str(i) for i in range(n_labels)]
-    result = finding_metrics(
-        labels.cpu().numpy(), logits.cpu().numpy(), names, label_mask=mask.cpu().numpy(), n_bootstrap=0
-    )
-    # no label with both classes (a tiny validation split): 0.5 = chance, so early stopping still works
-    return 0.5 if result.macro_auroc.value is None else float(result.macro_auroc.value)
-
-
-class MacroAUROC(EpochMetric):
-    """Macro AUROC over the labels that have positives and negatives among the masked-in entries.
-
-    Reads ``output_transform(engine.state.output) -> (logits B x L, [labels | mask] B x 2L)``
-    (default :func:`evaluation_outputs`). Computed once per epoch on all gathered predictions.
-    """
-
-    def __init__(self, output_transform=evaluation_outputs, device: str | torch.device = "cpu") -> None:
-        super().__init__(
-            _macro_auroc, output_transform=output_transform, check_compute_fn=False, device=device
-        )
-
-
-def validation_score(engine) -> float:
-    """Early-stopping score: the evaluator's key metric (validation macro AUROC)."""
-    return float(engine.state.metrics[engine.state.key_metric_name])
+        return getattr(network, "module", network).forward_all(inputs, *args, **kwargs)
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -249,30 +176,8 @@ def classification_transform(image_size: int = 224, uncertain: str = "ignore", b
     return Compose([*image_transforms(image_size), *label_transforms(uncertain, blank)])
 
 
-def _data_kind(data: Path) -> str:
-    if data.is_dir() and (data / "cache.json").is_file():
-        return "cache"
-    if data.is_file():
-        return "manifest"
-    if data.is_dir():
-        return "folder"
-    raise ManifestError("no such data folder, manifest or cache", path=data)
-
-
-def load_manifest_table(data: str | Path):
-    """The manifest table of ``data``: a manifest CSV, or a MIMIC-CXR-layout folder (demo data included)."""
-    from radmi.data import manifest as manifest_lib
-
-    data = Path(data)
-    kind = _data_kind(data)
-    if kind == "manifest":
-        return manifest_lib.read_manifest(data)
-    if kind == "folder":
-        for name in ("manifest.csv", "manifest.csv.gz"):
-            if (data / name).is_file():
-                return manifest_lib.read_manifest(data / name)
-        return manifest_lib.build_mimic_manifest(data)
-    raise ManifestError("a prepared cache has no manifest table; pass the cache itself as --data", path=data)
+#: Deprecated name of :func:`radmi.data.source.manifest_table`.
+load_manifest_table = manifest_table
 
 
 def classification_dataset(
@@ -299,11 +204,11 @@ def classification_dataset(
     """
     from radmi.data.fractions import subsample_label_fraction
 
-    data = Path(data)
-    if _data_kind(data) == "cache":
+    source = open_source(data)
+    if source.is_cache:
         from radmi.data.cache import CachedDataset
 
-        dataset = CachedDataset(data, split=split)
+        dataset = CachedDataset(source.path, split=split)
         table = dataset.index
         keep = np.ones(len(table), dtype=bool)
         if views is not None and "view" in table.columns:
@@ -317,7 +222,7 @@ def classification_dataset(
 
     from radmi.data.dataset import make_dataset
 
-    table = load_manifest_table(data)
+    table = source.manifest_table()
     table = table[table["split"] == split]
     if views is not None:
         table = table[table["view"].isin(list(views))]

@@ -12,6 +12,7 @@ Each one does a single job at one engine event and has MONAI's handler shape (``
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Callable, Iterable
@@ -155,8 +156,9 @@ class PretrainedModelsWriter:
     """Write the trained parts into ``models_dir`` when the run completes (rank 0 only).
 
     Files (docs/architecture.md, "Run directories"): ``image_encoder.pt`` + ``image_encoder.json``,
-    ``text_encoder/`` (``save_pretrained``, with the tokenizer), and ``critic.pt`` (the objective's state dict:
-    its critics and any learned temperature).
+    ``text_encoder/`` (``save_pretrained``, with the tokenizer), ``critic.pt`` (the objective's state dict:
+    its critics and any learned temperature) and ``objective.json`` (the objective as a MONAI config item,
+    ``PretrainObjective.config``, so explain/grounding rebuild it without the recipe).
 
     Args:
         models_dir: usually ``RUN_DIR/models``.
@@ -187,7 +189,10 @@ class PretrainedModelsWriter:
             from radmi.models.hub import load_tokenizer
 
             load_tokenizer(self.tokenizer).save_pretrained(text_dir)
-        torch.save(unwrap(self.objective).state_dict(), self.models_dir / "critic.pt")
+        objective = unwrap(self.objective)
+        torch.save(objective.state_dict(), self.models_dir / "critic.pt")
+        if hasattr(objective, "config"):
+            (self.models_dir / "objective.json").write_text(json.dumps(objective.config, indent=2) + "\n")
         logger.info("wrote the pretrained encoders and critic to %s", self.models_dir)
 
 

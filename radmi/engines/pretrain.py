@@ -11,8 +11,9 @@ builders together. The pattern (docs/architecture.md, /work/shared/DESIGN.md):
   that need the trainer itself: resumable atomic checkpoints, the NaN/inf guard, gradient clipping, the
   mid-epoch resume of the sampler and the final model export.
 
-Data: :func:`resolve_cache` accepts a prepared cache, a manifest CSV or a MIMIC-CXR-layout folder (e.g. demo
-data) and prepares the cache once into the run directory when needed.
+Data: the recipe's ``cache_dir`` is :func:`radmi.data.source.resolve_cache` (a prepared cache, a manifest CSV or
+a MIMIC-CXR-layout folder, e.g. demo data; the cache is prepared once into the run directory when needed).
+``resolve_cache`` here is a deprecated alias of it.
 """
 
 from __future__ import annotations
@@ -61,43 +62,17 @@ def resolve_cache(
     max_length: int = 128,
     workers: int = 2,
 ) -> Path:
-    """The prepared cache to train from, preparing it first when ``dataset_dir`` is not one.
+    """Deprecated alias of :func:`radmi.data.source.resolve_cache` (kept for configs that still name it)."""
+    import warnings
 
-    Args:
-        dataset_dir: a cache folder (has ``cache.json``), a manifest CSV, or a MIMIC-CXR-layout folder (the
-            demo data or MIMIC-CXR itself; its manifest is built into ``output_dir/manifest.csv``).
-        output_dir: the run directory; a new cache goes to ``output_dir/cache`` (re-used when it matches).
-        image_size, tokenizer, max_length, workers: ``radmi.data.cache.prepare_cache`` parameters.
+    from radmi.data.source import resolve_cache as _resolve_cache
 
-    Only rank 0 prepares; the other processes wait at a barrier and then read the same folder.
-    """
-    source = Path(dataset_dir).expanduser()
-    if (source / "cache.json").is_file():
-        return source
-    output_dir = Path(output_dir)
-    cache_dir = output_dir / "cache"
-    if is_rank_zero():
-        from radmi.data.cache import prepare_cache
-
-        output_dir.mkdir(parents=True, exist_ok=True)
-        manifest = source if source.is_file() else _build_manifest(source, output_dir / "manifest.csv")
-        logger.info("preparing the training cache in %s", cache_dir)
-        summary = prepare_cache(
-            manifest, cache_dir, size=image_size, tokenizer=tokenizer, max_length=max_length, workers=workers
-        )
-        if not summary.complete:
-            raise TrainingError("the training cache is incomplete after preparing it", path=cache_dir)
-    idist.barrier()
-    return cache_dir
-
-
-def _build_manifest(root: Path, out: Path) -> Path:
-    """Manifest of a MIMIC-CXR-layout folder (reused if it is already there)."""
-    from radmi.data.manifest import build_mimic_manifest, write_manifest
-
-    if not out.is_file():
-        write_manifest(build_mimic_manifest(root), out, relative=False)
-    return out
+    warnings.warn(
+        "radmi.engines.pretrain.resolve_cache is deprecated; use radmi.data.source.resolve_cache",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return _resolve_cache(dataset_dir, output_dir, image_size, tokenizer, max_length, workers)
 
 
 def train_loader(
@@ -146,7 +121,7 @@ def val_loader(
 
 # ---- the iteration's inputs ---------------------------------------------------------------------------------
 class PretrainBatch(PrepareBatch):
-    """MONAI ``PrepareBatch`` for pretraining: batch dict -> ``(image, study_ids, (), text kwargs)``.
+    """MONAI ``PrepareBatch`` for pretraining: batch dict -> ``(image, targets, (), text kwargs)``.
 
     Like ``PrepareBatchExtraInput`` with the text keys as keyword arguments, plus the batch augmentation run on
     the device (random in training, a centre crop for validation) and channels-last images on CUDA.
@@ -155,14 +130,29 @@ class PretrainBatch(PrepareBatch):
         augment: a ``radmi.transforms.batch.RandBatchAugmentd`` (keys ``"image"``; ``num_views=2`` adds
             ``image_view2`` for TVDIM), or None to pass the cached images as they are.
         channels_last: convert ``B x 1 x H x W`` images to ``torch.channels_last`` on CUDA.
+        max_sentences: K, the text encoder's sentence slots; the text keys are computed for these slots.
+        outputs: the network outputs the objective reads (``loss.reads``), passed to the network so it can skip
+            work nobody reads (the whole-report text pass for local MI); None: every output.
 
-    Returns, on ``device``: ``image`` B x 1 x H x W float, ``study_id`` B int64 (the objective's targets), and
+    Returns, on ``device``: ``image`` B x 1 x H x W float; the objective's targets ``{"study_id": B int64,
+    "sentence_keys": B x K int64, "report_key": B int64}`` (the keys from
+    :class:`radmi.transforms.text.SentenceTextKeys`, so identical texts are never compared as strings); and
     ``{"input_ids", "attention_mask", "sentence_ids"}`` B x T int64 (+ ``image_view2`` with two views).
     """
 
-    def __init__(self, augment: Any = None, channels_last: bool = True) -> None:
+    def __init__(
+        self,
+        augment: Any = None,
+        channels_last: bool = True,
+        max_sentences: int = 16,
+        outputs: Sequence[str] | None = None,
+    ) -> None:
+        from radmi.transforms.text import SentenceTextKeys
+
         self.augment = augment
         self.channels_last = channels_last
+        self.text_keys = SentenceTextKeys(max_sentences)
+        self.outputs = None if outputs is None else list(outputs)
 
     def __call__(
         self,
@@ -182,7 +172,11 @@ class PretrainBatch(PrepareBatch):
         extra = {key: to_device(batchdata[key]) for key in TEXT_KEYS}
         if "image_view2" in images:
             extra["image_view2"] = images["image_view2"]
-        return images["image"], to_device(batchdata["study_id"]), (), extra
+        if self.outputs is not None:
+            extra["outputs"] = self.outputs
+        sentence_keys, report_key = self.text_keys(extra["input_ids"], extra["sentence_ids"])
+        targets = {"study_id": to_device(batchdata["study_id"]), "sentence_keys": sentence_keys, "report_key": report_key}
+        return images["image"], targets, (), extra
 
 
 # ---- model, optimizer, precision ----------------------------------------------------------------------------

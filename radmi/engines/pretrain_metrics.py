@@ -1,6 +1,7 @@
 """Validation metrics for pretraining, as Ignite metrics fed by MONAI's ``SupervisedEvaluator``.
 
-The evaluator's output is ``{"pred": <ImageTextModel feature dict>, "label": study_ids (B)}``; both metrics read
+The evaluator's output is ``{"pred": <ImageTextModel feature dict>, "label": the objective's targets}`` (the
+study ids, B, or :class:`radmi.engines.pretrain.PretrainBatch`'s dict of study ids and text keys); both metrics read
 that pair through the default ``output_transform`` (``monai.handlers.from_engine(["pred", "label"])``).
 
 - :class:`HeldOutMI`: the objective's MI lower bound (nats) on held-out batches, averaged weighted by batch size.
@@ -20,7 +21,6 @@ from monai.handlers import from_engine
 from torch import nn
 
 from radmi.engines.distributed import unwrap
-from radmi.losses.local_mi import aggregate_regions
 
 __all__ = ["HeldOutMI", "ReportRetrieval", "report_scores", "retrieval_ranks"]
 
@@ -59,11 +59,11 @@ class HeldOutMI(Metric):
 
     @reinit__is_reduced
     def update(self, output: Sequence) -> None:
-        pred, study_ids = output
+        pred, targets = output
         objective = unwrap(self.objective)
         with torch.no_grad():
-            objective(pred, study_ids)
-        batch = int(study_ids.shape[0])
+            objective(pred, targets)
+        batch = int(next(iter(pred.values())).shape[0])
         self._sum += objective.latest[self.estimate_key] * batch
         self._count += batch
 
@@ -151,10 +151,9 @@ def report_scores(
 ) -> torch.Tensor:
     """``Bi x Bt`` score of every image against every report, with the trained objective's critic.
 
-    - ``local``: the critic over every (region, sentence) pair, aggregated over regions as in training
-      (``max``/``mean``/``lse``), then averaged over each report's existing sentences;
-    - ``global``: the critic on (image_global, text_global);
-    - ``tvdim``: the inter-modality critic on (image_global, text_global).
+    Each loss declares how (:meth:`radmi.losses.base.ObjectiveLoss.pair_scores`): local MI scores every
+    (region, sentence) pair, aggregates over regions as in training and averages over each report's existing
+    sentences; global MI and TVDIM score (image_global, text_global).
 
     Args:
         images: ``image_local`` Bi x E x h x w and/or ``image_global`` Bi x E.
@@ -164,19 +163,6 @@ def report_scores(
     device = next((p.device for p in objective.parameters()), None)
     if device is None:
         device = next((b.device for b in objective.buffers()), torch.device("cpu"))
-    kind = objective.kind
-    if kind == "local":
-        loss = objective.loss
-        local = images["image_local"].to(device)
-        sentences = texts["text_sentences"].to(device)
-        mask = texts["sentence_mask"].to(device)
-        n_images, dim = local.shape[:2]
-        n_texts, slots = sentences.shape[:2]
-        regions = local.flatten(2).transpose(1, 2).reshape(-1, dim)  # (Bi R) x E
-        grid = loss.critic(regions, sentences.reshape(-1, sentences.shape[-1]))
-        grid = grid.view(n_images, -1, n_texts, slots)  # image, region, report, slot
-        per_sentence = aggregate_regions(grid, loss.aggregate, dim=1)  # Bi x Bt x K
-        weights = mask.to(per_sentence.dtype).unsqueeze(0)  # 1 x Bt x K
-        return (per_sentence * weights).sum(-1) / weights.sum(-1).clamp(min=1)
-    critic = objective.loss.critic if kind == "global" else objective.loss.inter_critic
-    return critic(images["image_global"].to(device), texts["text_global"].to(device))
+    images = {key: value.to(device) for key, value in images.items()}
+    texts = {key: value.to(device) for key, value in texts.items()}
+    return objective.loss.pair_scores(images, texts)

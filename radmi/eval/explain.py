@@ -1,10 +1,14 @@
 """Per-sentence region heat maps: where did the pretrained model ground each report sentence?
 
 :class:`PretrainedRun` rebuilds a pretraining run (``RUN_DIR/models``: image encoder, text encoder + tokenizer,
-``critic.pt``; ``RUN_DIR/config.json``: the objective's settings). :meth:`PretrainedRun.sentence_maps` scores
-every (region, sentence) pair with the run's critic, ``LocalMILoss.score_map`` for local MI. TVDIM has no
-region-sentence objective; its image-text critic is applied to the local features instead (same embedding
-space), which is what its grounding column measures. Global MI has no region map (None).
+``critic.pt``; the objective from ``models/objective.json`` when pretraining wrote one, else from the recipe in
+``RUN_DIR/config.json``). Features come from :class:`radmi.models.multimodal.ImageTextModel`'s output dict
+(``image_local``, ``text_sentences``, ``sentence_mask``, ``text_global``), whatever the text encoder does inside.
+:meth:`PretrainedRun.sentence_maps` scores every (region, sentence) pair with the run's critic,
+``LocalMILoss.score_map`` for local MI. TVDIM has no region-sentence objective; its image-text critic is applied
+to the local features instead (same embedding space), which is what its grounding column measures. Global MI has
+no sentence map (None); :meth:`PretrainedRun.report_map` gives its region-to-report map instead: each region's
+local feature against the report's global vector through the global critic (:func:`region_report_scores`).
 
 :func:`draw_explanation` draws the PNG grid: the radiograph, then one panel per sentence with the score map
 upsampled (bilinear) over the image, the wrapped sentence as caption and a colour bar; optional boxes.
@@ -26,6 +30,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
 from radmi.errors import ModelLoadError  # noqa: E402
@@ -135,6 +140,105 @@ def draw_explanation(
     return path
 
 
+#: Caption of the single panel drawn for a global-MI run.
+REPORT_MAP_CAPTION = "whole report (global MI: each region against the report vector)"
+#: The objective's constructor arguments, written beside ``critic.pt`` by newer pretraining runs.
+OBJECTIVE_FILE = "objective.json"
+
+
+def _objective_from_spec(spec: dict, path: Path) -> nn.Module:
+    """Build the objective from ``objective.json``: a MONAI config item (``_target_``) or the constructor
+    keyword arguments of :class:`radmi.losses.objectives.PretrainObjective` (bare, or under ``"kwargs"``)."""
+    from monai.bundle import ConfigParser
+
+    from radmi.losses.objectives import PretrainObjective
+
+    if not isinstance(spec, dict):
+        raise ModelLoadError(f"{OBJECTIVE_FILE} must hold a JSON object", path=path)
+    try:
+        if "_target_" in spec:
+            return ConfigParser({"objective": spec}).get_parsed_content("objective", instantiate=True)
+        kwargs = spec["kwargs"] if isinstance(spec.get("kwargs"), dict) else spec
+        return PretrainObjective(**kwargs)
+    except (TypeError, ValueError, KeyError) as err:
+        raise ModelLoadError(f"cannot rebuild the objective: {err}", path=path) from err
+
+
+def load_run_objective(run_dir: str | Path, parser=None) -> nn.Module:
+    """The pretraining objective of a run, with its trained critic(s) from ``models/critic.pt``.
+
+    ``models/objective.json`` is preferred when present; otherwise ``loss_def`` of the run's ``config.json`` is
+    parsed again (runs written before that file existed).
+
+    Args:
+        run_dir: a ``radmi pretrain`` run directory.
+        parser: the run's ``config.json`` as a MONAI ``ConfigParser`` (parsed here when None).
+    """
+    run_dir = Path(run_dir)
+    models = run_dir / "models"
+    spec_path = models / OBJECTIVE_FILE
+    if spec_path.is_file():
+        try:
+            spec = json.loads(spec_path.read_text())
+        except json.JSONDecodeError as err:
+            raise ModelLoadError(f"not valid JSON: {err}", path=spec_path) from err
+        objective = _objective_from_spec(spec, spec_path)
+    else:
+        if parser is None:
+            from monai.bundle import ConfigParser
+
+            config_path = run_dir / "config.json"
+            if not config_path.is_file():
+                raise ModelLoadError("not a radmi pretrain run directory (no config.json)", path=run_dir)
+            parser = ConfigParser(json.loads(config_path.read_text()))
+        objective = parser.get_parsed_content("loss_def", instantiate=True)
+    critic = models / "critic.pt"
+    if not critic.is_file():
+        raise ModelLoadError("critic.pt is missing", path=models)
+    try:
+        objective.load_state_dict(torch.load(critic, map_location="cpu", weights_only=True))
+    except RuntimeError as err:
+        raise ModelLoadError(f"critic.pt does not match the run's objective: {err}", path=critic) from err
+    return objective
+
+
+def _critic_accepts(critic: nn.Module, dim_v: int, dim_s: int) -> bool:
+    """Whether ``critic`` can score ``dim_v``-d image features against ``dim_s``-d text features."""
+    from radmi.losses.critics import BilinearCritic, ConcatMLPCritic, DotCritic
+
+    if isinstance(critic, DotCritic):
+        return dim_v == dim_s
+    if isinstance(critic, BilinearCritic):
+        return tuple(critic.weight.shape) == (dim_v, dim_s)
+    if isinstance(critic, ConcatMLPCritic):
+        return critic.first_v.in_features == dim_v and critic.first_s.in_features == dim_s
+    return False
+
+
+def region_report_scores(
+    image_local: torch.Tensor, text_global: torch.Tensor, critic: nn.Module | None = None
+) -> torch.Tensor:
+    """Region-to-report map: each region's local feature scored against its report's global text vector.
+
+    Args:
+        image_local: B x E x h x w local image features.
+        text_global: B x E' report (global) text vectors.
+        critic: the run's image-report critic (``critic.paired``); used when it takes E-d regions and E'-d
+            reports. Otherwise (or None) the cosine similarity of the L2-normalized features (needs E = E').
+
+    Returns:
+        B x h x w scores (critic logits, or cosines in [-1, 1]).
+    """
+    batch, _, height, width = image_local.shape
+    regions = image_local.flatten(2).transpose(1, 2)  # B x R x E
+    report = text_global.unsqueeze(1)  # B x 1 x E'
+    if critic is not None and _critic_accepts(critic, regions.shape[-1], report.shape[-1]):
+        scores = critic.paired(regions, report)[..., 0]  # B x R
+    else:
+        scores = (F.normalize(regions, dim=-1) * F.normalize(report, dim=-1)).sum(-1)  # B x R
+    return scores.reshape(batch, height, width)
+
+
 class PretrainedRun(nn.Module):
     """The parts of a pretraining run needed for region x sentence maps.
 
@@ -149,6 +253,7 @@ class PretrainedRun(nn.Module):
 
         from radmi.models.hub import load_tokenizer
         from radmi.models.image import load_image_encoder
+        from radmi.models.multimodal import ImageTextModel
         from radmi.models.text import load_text_encoder
 
         self.run_dir = Path(run_dir)
@@ -157,7 +262,6 @@ class PretrainedRun(nn.Module):
         if not config_path.is_file():
             raise ModelLoadError("not a radmi pretrain run directory (no config.json)", path=self.run_dir)
         parser = ConfigParser(json.loads(config_path.read_text()))
-        self.kind = str(parser.get_parsed_content("objective"))
         self.image_size = int(parser.get_parsed_content("image_size"))
         self.max_length = int(parser.get_parsed_content("max_length"))
         self.max_sentences = int(parser.get_parsed_content("max_sentences"))
@@ -167,21 +271,22 @@ class PretrainedRun(nn.Module):
         if not (tokenizer_source / "tokenizer_config.json").is_file():
             tokenizer_source = parser.get_parsed_content("text_model")
         self.tokenizer = load_tokenizer(tokenizer_source)
-        self.objective = parser.get_parsed_content("loss_def", instantiate=True)
-        critic = models / "critic.pt"
-        if not critic.is_file():
-            raise ModelLoadError("critic.pt is missing", path=models)
-        try:
-            self.objective.load_state_dict(torch.load(critic, map_location="cpu", weights_only=True))
-        except RuntimeError as err:
-            raise ModelLoadError(f"critic.pt does not match the run's objective: {err}", path=critic) from err
+        self.objective = load_run_objective(self.run_dir, parser)
+        self.kind = str(self.objective.kind)
+        # the pretraining network's forward gives the feature dict the objectives read (shares the encoders)
+        self.network = ImageTextModel(self.image_encoder, self.text_encoder)
         self.device = torch.device(device)
         self.to(self.device).eval()
 
     @property
     def has_region_maps(self) -> bool:
-        """False for global MI, whose objective never scores regions."""
-        return self.kind in ("local", "tvdim")
+        """Whether the objective scores regions against sentences (local MI, TVDIM; not global MI)."""
+        return bool(self.objective.loss.region_maps)
+
+    @property
+    def has_report_map(self) -> bool:
+        """True for global MI: its critic scores the region-to-report map (:meth:`report_map`)."""
+        return bool(self.objective.loss.report_maps)
 
     def tokenize(self, sentences: Sequence[str]) -> dict[str, torch.Tensor]:
         """Sentences -> ``input_ids``, ``attention_mask``, ``sentence_ids`` (1 x T each) and ``kept`` sentences."""
@@ -198,6 +303,47 @@ class PretrainedRun(nn.Module):
         }
 
     @torch.no_grad()
+    def features(self, image: torch.Tensor, sentences: Sequence[str]) -> tuple[dict[str, torch.Tensor], int]:
+        """The pretraining network's output dict for one image and its report's sentences.
+
+        Args:
+            image: 1 x S x S (or B=1 x 1 x S x S) in [0, 1], S = ``image_size``.
+            sentences: the report's sentences (``radmi.data.reports.report_sentences``).
+
+        Returns:
+            ``(out, kept)``: :class:`~radmi.models.multimodal.ImageTextModel`'s dict (``image_local`` 1 x E x h x w,
+            ``text_sentences`` 1 x K x E, ``sentence_mask`` 1 x K, ``text_global`` 1 x E, ...) and K', the number
+            of leading sentences that fit the tokenizer's ``max_length``.
+        """
+        x = torch.as_tensor(image, dtype=torch.float32)
+        x = x.as_tensor() if hasattr(x, "as_tensor") else x
+        x = (x if x.ndim == 4 else x[None]).to(self.device)
+        tokens = self.tokenize(sentences)
+        out = self.network(
+            x,
+            input_ids=tokens["input_ids"].to(self.device),
+            attention_mask=tokens["attention_mask"].to(self.device),
+            sentence_ids=tokens["sentence_ids"].to(self.device),
+        )
+        return out, int(tokens["kept"])
+
+    @torch.no_grad()
+    def report_map(self, image: torch.Tensor, sentences: Sequence[str]) -> np.ndarray | None:
+        """Region-to-report scores of a global-MI run (:func:`region_report_scores` with its critic).
+
+        Args:
+            image, sentences: as :meth:`features`.
+
+        Returns:
+            h x w float32, or None for runs without a global image-report critic (local MI, TVDIM).
+        """
+        if not self.has_report_map:
+            return None
+        out, _ = self.features(image, sentences)
+        scores = region_report_scores(out["image_local"], out["text_global"], self.objective.loss.critic)
+        return scores[0].float().cpu().numpy()
+
+    @torch.no_grad()
     def sentence_maps(self, image: torch.Tensor, sentences: Sequence[str]) -> np.ndarray | None:
         """Critic scores of each sentence over the image's regions.
 
@@ -210,24 +356,10 @@ class PretrainedRun(nn.Module):
         """
         if not self.has_region_maps:
             return None
-        x = torch.as_tensor(image, dtype=torch.float32)
-        x = x.as_tensor() if hasattr(x, "as_tensor") else x
-        x = (x if x.ndim == 4 else x[None]).to(self.device)
-        tokens = self.tokenize(sentences)
-        text = self.text_encoder(
-            tokens["input_ids"].to(self.device),
-            tokens["attention_mask"].to(self.device),
-            tokens["sentence_ids"].to(self.device),
-        )
-        _, local = self.image_encoder(x)
-        sentence_features = text["sentences"][:, : tokens["kept"]]
-        loss = self.objective.loss
-        if self.kind == "local":
-            maps = loss.score_map(local, sentence_features)
-        else:  # TVDIM: its image-text critic on regions x sentences
-            regions = local.flatten(2).transpose(1, 2)
-            maps = loss.inter_critic.paired(regions, sentence_features).transpose(1, 2)
-            maps = maps.reshape(1, -1, local.shape[-2], local.shape[-1])
+        out, kept = self.features(image, sentences)
+        local = out["image_local"]
+        sentence_features = out["text_sentences"][:, :kept]
+        maps = self.objective.loss.sentence_maps(local, sentence_features)  # 1 x K' x h x w
         return maps[0].float().cpu().numpy()
 
 
@@ -238,7 +370,11 @@ def explain_image(
     out_path: str | Path,
     boxes_on_stored_image: Sequence[Box] = (),
 ) -> Path:
-    """Load a DICOM/PNG, resize it as the run's inputs, draw the sentence maps (and boxes) to ``out_path``."""
+    """Load a DICOM/PNG, resize it as the run's inputs, draw the sentence maps (and boxes) to ``out_path``.
+
+    A global-MI run has no sentence maps; its one region-to-report map (:meth:`PretrainedRun.report_map`) is
+    drawn as a single panel instead, with every box on it.
+    """
     from radmi.data.reports import report_sentences
     from radmi.eval.grounding import boxes_to_input
     from radmi.transforms.dicom import LoadXRay
@@ -247,13 +383,17 @@ def explain_image(
     image = XRayResize(run.image_size)(LoadXRay()(image_path))
     sentences = report_sentences(report_text)
     maps = run.sentence_maps(image, sentences)
+    captions, whole_report = sentences[: len(maps)] if maps is not None else [], False
     if maps is None:
-        raise ModelLoadError(f"a {run.kind} MI run has no region x sentence map to draw", path=run.run_dir)
+        report = run.report_map(image, sentences) if run.has_report_map else None
+        if report is None:
+            raise ModelLoadError(f"a {run.kind} MI run has no region map to draw", path=run.run_dir)
+        maps, captions, whole_report = report[None], [REPORT_MAP_CAPTION], True
     boxes = []
     if boxes_on_stored_image:
         coords = boxes_to_input(np.array([[b.x0, b.y0, b.x1, b.y1] for b in boxes_on_stored_image]), image)
         boxes = [
-            Box(*c, label=b.label, sentence_index=b.sentence_index)
+            Box(*c, label=b.label, sentence_index=0 if whole_report else b.sentence_index)
             for c, b in zip(coords, boxes_on_stored_image, strict=True)
         ]
-    return draw_explanation(image[0].numpy(), maps, sentences[: len(maps)], out_path, boxes)
+    return draw_explanation(image[0].numpy(), maps, captions, out_path, boxes)

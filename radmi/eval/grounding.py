@@ -10,9 +10,15 @@ Inputs per (image, finding) pair: the critic's score map of the describing sente
   with the input size by default, so a small input does not get a relatively larger target.
 - **Top-k IoU**: the regions holding the top ``k`` fraction of scores form a mask; its IoU with the box, both
   rasterized on the input pixel grid (a pixel counts when its centre is inside).
-- **Chance levels** for models without a region map (global MI): *uniform* (the expected pointing hit and
-  top-k IoU of a map whose maximum is a uniformly random region; pointing exact, IoU by seeded draws) and
-  *centre* (a map peaking at the image centre).
+- **Chance levels**: *uniform* (the expected pointing hit and top-k IoU of a map whose maximum is a uniformly
+  random region; pointing exact, IoU by seeded draws) and *centre* (a map peaking at the image centre).
+- **Global MI** has no sentence map. When its image encoder has a local map, the box is scored with the
+  *region-to-report* map instead (each region's local feature against the report's global text vector,
+  :meth:`radmi.eval.explain.PretrainedRun.report_map`), the same map for every box of the image.
+- **Sentence specificity**: on images with two or more boxed findings described by different sentences,
+  each box is also scored with the maps of the *other* findings' sentences of the same image (averaged over
+  them); ``own - other`` is the pointing (and IoU) gained by using the sentence that describes the box
+  (:func:`summarize_specificity`). A map that ignores the sentence scores ``own - other = 0`` exactly.
 
 Scores are summarized per finding type and overall with patient-level bootstrap 95% CIs.
 """
@@ -191,6 +197,144 @@ def score_pair(
 
 
 SCORE_COLUMNS = ("pointing", "iou", "uniform_pointing", "uniform_iou", "centre_pointing", "centre_iou")
+#: Per-box columns of the specificity comparison in the pairs table (NaN when the box has no other sentence).
+OTHER_COLUMNS = ("other_pointing", "other_iou", "n_other")
+
+
+# ------------------------------------------------------------------------------------------------ specificity
+def pointing_matrix(
+    score_maps: np.ndarray,
+    boxes: np.ndarray,
+    input_hw: tuple[int, int],
+    tolerance: float = DEFAULT_TOLERANCE,
+) -> np.ndarray:
+    """Pointing hit of every (box, map) pair at once; entry ``[n, k]`` equals ``pointing_hit(maps[k], boxes[n])``.
+
+    Args:
+        score_maps: K x h x w score maps (e.g. the K sentences of one report over one image's regions).
+        boxes: N x 4 ``(x0, y0, x1, y1)`` in input pixels.
+        input_hw: ``(H, W)`` of the model input.
+        tolerance: pointing-game tolerance in input pixels.
+
+    Returns:
+        N x K float64 of 0/1 hits (ties in a map: the first region in raster order is its argmax).
+    """
+    maps = np.asarray(score_maps, dtype=np.float64)
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    n_maps, h, w = maps.shape
+    rows, cols = region_centres((h, w), input_hw)
+    peak = maps.reshape(n_maps, -1).argmax(axis=1)  # K, first maximum as np.argmax
+    r, c = rows[peak // w][None, :], cols[peak % w][None, :]  # 1 x K
+    x0, y0, x1, y1 = (boxes[:, i : i + 1] for i in range(4))  # N x 1 each
+    inside = (r >= y0 - tolerance) & (r <= y1 + tolerance) & (c >= x0 - tolerance) & (c <= x1 + tolerance)
+    return inside.astype(np.float64)
+
+
+def topk_iou_matrix(
+    score_maps: np.ndarray,
+    boxes: np.ndarray,
+    input_hw: tuple[int, int],
+    fraction: float = DEFAULT_TOP_FRACTION,
+) -> np.ndarray:
+    """Top-k IoU of every (box, map) pair at once; entry ``[n, k]`` equals ``topk_iou(maps[k], boxes[n])``.
+
+    Args:
+        score_maps: K x h x w score maps.
+        boxes: N x 4 ``(x0, y0, x1, y1)`` in input pixels.
+        input_hw: ``(H, W)`` of the model input.
+        fraction: share of regions in each map's top-k mask (rounded up, ties: first in raster order).
+
+    Returns:
+        N x K float64 IoUs on the input pixel grid (0 when both masks are empty).
+    """
+    maps = np.asarray(score_maps, dtype=np.float64)
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    n_maps, h, w = maps.shape
+    height, width = input_hw
+    n_top = max(1, math.ceil(fraction * h * w))
+    order = np.argsort(-maps.reshape(n_maps, -1), axis=1, kind="stable")[:, :n_top]  # K x n_top
+    top = np.zeros((n_maps, h * w), dtype=np.float64)
+    np.put_along_axis(top, order, 1.0, axis=1)
+    row_region = np.minimum(((np.arange(height) + 0.5) * h / height).astype(int), h - 1)
+    col_region = np.minimum(((np.arange(width) + 0.5) * w / width).astype(int), w - 1)
+    pixels = top.reshape(n_maps, h, w)[:, row_region][:, :, col_region]  # K x H x W
+    # a box's pixel mask is separable: rows inside x columns inside
+    centres_r, centres_c = np.arange(height) + 0.5, np.arange(width) + 0.5
+    box_rows = ((centres_r[None] >= boxes[:, 1:2]) & (centres_r[None] <= boxes[:, 3:4])).astype(np.float64)
+    box_cols = ((centres_c[None] >= boxes[:, 0:1]) & (centres_c[None] <= boxes[:, 2:3])).astype(np.float64)
+    intersection = np.einsum("khw,nh,nw->nk", pixels, box_rows, box_cols)  # N x K
+    union = pixels.sum(axis=(1, 2))[None, :] + (box_rows.sum(1) * box_cols.sum(1))[:, None] - intersection
+    return np.divide(intersection, union, out=np.zeros_like(intersection), where=union > 0)
+
+
+def other_sentences_mask(sentence_index: np.ndarray, n_maps: int) -> np.ndarray:
+    """Which maps are *another* finding's sentence, per box of one image.
+
+    Args:
+        sentence_index: N sentence indices, one per box of the image (a box's own map; outside ``[0, K)``:
+            no map, e.g. truncated by the tokenizer).
+        n_maps: K, the number of sentence maps of the image.
+
+    Returns:
+        N x K bool: ``[n, k]`` is True when sentence k describes some other box of the image and is not box n's
+        own sentence (two boxes described by one sentence are not each other's "other").
+    """
+    index = np.asarray(sentence_index, dtype=np.int64).ravel()
+    valid = (index >= 0) & (index < n_maps)
+    described = np.zeros(n_maps, dtype=bool)
+    described[index[valid]] = True
+    return described[None, :] & (np.arange(n_maps)[None, :] != index[:, None])
+
+
+def specificity_scores(
+    score_maps: np.ndarray,
+    boxes: np.ndarray,
+    sentence_index: np.ndarray,
+    input_hw: tuple[int, int],
+    tolerance: float | None = None,
+    fraction: float = DEFAULT_TOP_FRACTION,
+) -> dict[str, np.ndarray]:
+    """Own-sentence and other-sentence grounding of each box of one image.
+
+    Args:
+        score_maps: K x h x w sentence maps of the image's report.
+        boxes: N x 4 boxes in input pixels.
+        sentence_index: N, the index of the sentence that describes each box (own map).
+        input_hw: ``(H, W)`` of the model input.
+        tolerance: pointing tolerance in input pixels (None: :func:`default_tolerance`).
+        fraction: top-k fraction of the IoU mask.
+
+    Returns:
+        N-vectors (float64): ``own_pointing``, ``own_iou`` (NaN when the own sentence has no map);
+        ``other_pointing``, ``other_iou``: the mean over the other findings' sentence maps
+        (:func:`other_sentences_mask`; NaN when there is none); ``n_other``: how many maps that mean is over.
+    """
+    if tolerance is None:
+        tolerance = default_tolerance(input_hw)
+    maps = np.asarray(score_maps, dtype=np.float64)
+    index = np.asarray(sentence_index, dtype=np.int64).ravel()
+    n_maps = maps.shape[0]
+    if n_maps == 0:
+        nan = np.full(len(index), np.nan)
+        return {"own_pointing": nan, "own_iou": nan.copy(), "other_pointing": nan.copy(),
+                "other_iou": nan.copy(), "n_other": np.zeros(len(index))}  # fmt: skip
+    hits = pointing_matrix(maps, boxes, input_hw, tolerance)  # N x K
+    ious = topk_iou_matrix(maps, boxes, input_hw, fraction)  # N x K
+    has_own = (index >= 0) & (index < n_maps)
+    own_at = np.clip(index, 0, max(n_maps - 1, 0))[:, None]
+    others = other_sentences_mask(index, n_maps).astype(np.float64)
+    n_other = others.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        other_pointing = (hits * others).sum(axis=1) / n_other
+        other_iou = (ious * others).sum(axis=1) / n_other
+    nan = np.full(len(index), np.nan)
+    return {
+        "own_pointing": np.where(has_own, np.take_along_axis(hits, own_at, axis=1)[:, 0], nan),
+        "own_iou": np.where(has_own, np.take_along_axis(ious, own_at, axis=1)[:, 0], nan),
+        "other_pointing": np.where(n_other > 0, other_pointing, nan),
+        "other_iou": np.where(n_other > 0, other_iou, nan),
+        "n_other": n_other,
+    }
 
 
 def summarize_grounding(
@@ -243,6 +387,117 @@ def summarize_grounding(
     return pd.DataFrame(rows, columns=["label", "score", "n", "mean", "ci_low", "ci_high"])
 
 
+#: Scores of the specificity table, in display order.
+SPECIFICITY_SCORES = (
+    "own_pointing",
+    "other_pointing",
+    "own_minus_other_pointing",
+    "own_iou",
+    "other_iou",
+    "own_minus_other_iou",
+)
+#: Per-finding specificity rows need at least this many boxes (the overall row is always given).
+MIN_SPECIFICITY_BOXES = 10
+
+
+def specificity_frame(pairs: pd.DataFrame) -> pd.DataFrame:
+    """The boxes that have another finding's sentence on their image, with own, other and own - other scores.
+
+    Args:
+        pairs: :func:`grounding_pairs` output (``pointing``, ``iou``, ``other_pointing``, ``other_iou``,
+            ``n_other``, ``label``, ``subject_id``, ``dicom_id``).
+
+    Returns:
+        One row per such box: ``label, subject_id, dicom_id, n_other`` and :data:`SPECIFICITY_SCORES`.
+    """
+    columns = ["label", "subject_id", "dicom_id", "n_other", *SPECIFICITY_SCORES]
+    if "n_other" not in pairs:
+        return pd.DataFrame(columns=columns)
+    keep = pairs[(pairs["n_other"] > 0) & pairs["pointing"].notna() & pairs["other_pointing"].notna()]
+    out = keep[["label", "subject_id", "dicom_id", "n_other"]].copy()
+    for score in ("pointing", "iou"):
+        out[f"own_{score}"] = keep[score].to_numpy(dtype=np.float64)
+        out[f"other_{score}"] = keep[f"other_{score}"].to_numpy(dtype=np.float64)
+        out[f"own_minus_other_{score}"] = out[f"own_{score}"] - out[f"other_{score}"]
+    return out[columns].reset_index(drop=True)
+
+
+def summarize_specificity(
+    pairs: pd.DataFrame,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    min_boxes: int = MIN_SPECIFICITY_BOXES,
+) -> pd.DataFrame:
+    """Sentence specificity: own-sentence vs other-sentence grounding of the same boxes, with patient CIs.
+
+    Each box on an image with two or more boxed findings (described by different sentences) is scored with its
+    own sentence's map and with the mean over the other findings' sentence maps of that image. Every bootstrap
+    draw resamples patients once and applies the same weights to ``own``, ``other`` and ``own - other``, so the
+    CI of the difference is that of a paired comparison (and its mean is exactly own minus other).
+
+    Args:
+        pairs: :func:`grounding_pairs` output (the per-box table, ``pairs.csv``).
+        n_bootstrap: B patient-bootstrap draws (0: no CIs).
+        seed: bootstrap seed.
+        min_boxes: per-finding rows are kept only with at least this many boxes; ``overall`` always is.
+
+    Returns:
+        Long table like :func:`summarize_grounding`: one row per ``(label, score)`` with
+        ``label, score, n, mean, ci_low, ci_high``; scores :data:`SPECIFICITY_SCORES`; label ``"overall"`` last.
+        Without any eligible box (or for a run without sentence maps) only NaN ``overall`` rows with ``n = 0``.
+    """
+    frame = specificity_frame(pairs)
+    if frame.empty:
+        empty = {"n": 0, "mean": np.nan, "ci_low": np.nan, "ci_high": np.nan}
+        return pd.DataFrame([{"label": OVERALL, "score": s, **empty} for s in SPECIFICITY_SCORES])
+    summary = summarize_grounding(frame, n_bootstrap, seed, columns=SPECIFICITY_SCORES)
+    keep = (summary["label"] == OVERALL) | (summary["n"] >= min_boxes)
+    return summary[keep].reset_index(drop=True)
+
+
+def _cell(summary: pd.DataFrame, label: str, score: str, signed: bool = False) -> str:
+    """``mean (low-high)`` of one summary row, ``-`` when missing or NaN."""
+    row = summary[(summary["label"] == label) & (summary["score"] == score)]
+    if row.empty or np.isnan(row["mean"].iloc[0]):
+        return "-"
+    r = row.iloc[0]
+    form = "+.3f" if signed else ".3f"
+    interval = "" if np.isnan(r["ci_low"]) else f" ({r['ci_low']:{form}} to {r['ci_high']:{form}})"
+    return f"{r['mean']:{form}}" + interval
+
+
+def specificity_markdown(summary: pd.DataFrame, title: str = "Sentence specificity") -> str:
+    """Table of :func:`summarize_specificity`: own, other and own - other pointing and IoU per finding."""
+    lines = [
+        f"## {title}",
+        "",
+        "Boxes on images with two or more boxed findings described by different sentences. *own*: the box "
+        "scored with its own sentence's map; *other*: with the other findings' sentence maps of the same image "
+        "(mean over them). Patient-bootstrap 95% CIs; own - other is resampled jointly.",
+        "",
+        "| finding | boxes | own pointing | other pointing | own - other pointing | own IoU | other IoU | own - other IoU |",
+        "|---|---:|---|---|---|---|---|---|",
+    ]
+    for label in dict.fromkeys(summary["label"]):
+        n = int(summary[summary["label"] == label]["n"].iloc[0])
+        name = f"**{label}**" if label == OVERALL else label
+        cells = [_cell(summary, label, s, signed=s.startswith("own_minus")) for s in SPECIFICITY_SCORES]
+        lines.append(f"| {name} | {n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def specificity_line(summary: pd.DataFrame) -> str:
+    """One printed line: overall own, other and own - other pointing with CIs."""
+    n = int(summary[summary["label"] == OVERALL]["n"].iloc[0]) if (summary["label"] == OVERALL).any() else 0
+    if n == 0:
+        return "sentence specificity: no box has another finding's sentence on its image"
+    return (
+        f"sentence specificity (pointing, {n} boxes): own {_cell(summary, OVERALL, 'own_pointing')}, "
+        f"other {_cell(summary, OVERALL, 'other_pointing')}, "
+        f"own - other {_cell(summary, OVERALL, 'own_minus_other_pointing', signed=True)}"
+    )
+
+
 # ------------------------------------------------------------------------------------------------ a run
 LOCATIONS_FILE = "finding-locations.csv.gz"
 
@@ -271,11 +526,13 @@ def grounding_pairs(
     fraction: float = DEFAULT_TOP_FRACTION,
     max_images: int | None = None,
     progress: bool = True,
-) -> tuple[pd.DataFrame, dict[str, int]]:
+) -> tuple[pd.DataFrame, dict[str, int | str]]:
     """Score every (image, finding box) of a split with a pretrained run's sentence maps.
 
     Args:
-        run: a :class:`radmi.eval.explain.PretrainedRun` (global MI gives the chance columns only).
+        run: a :class:`radmi.eval.explain.PretrainedRun`. Local MI and TVDIM: each box is scored with its
+            sentence's map. Global MI: with the region-to-report map (``run.report_map``) when the run has one,
+            else the chance columns only.
         data_root: demo-data root (manifest + ``finding-locations.csv.gz``).
         split: which split's images.
         tolerance, fraction: pointing-game tolerance (input pixels; None scales 15 px at 224 px) and top-k fraction.
@@ -283,49 +540,77 @@ def grounding_pairs(
         progress: tqdm bar.
 
     Returns:
-        ``(pairs, counts)``: one row per scored box (``label``, ``subject_id``, ``dicom_id`` and
-        :data:`SCORE_COLUMNS`), and counts of images and of boxes skipped because their sentence did not fit
-        the tokenizer's length.
+        ``(pairs, counts)``: one row per scored box (``label``, ``subject_id``, ``dicom_id``,
+        :data:`SCORE_COLUMNS` and the specificity columns :data:`OTHER_COLUMNS`: the box's pointing and IoU
+        with the other findings' sentence maps of its image, mean over ``n_other`` of them; NaN and 0 without
+        one or without sentence maps), and ``counts``: ``images``, ``boxes``, ``skipped_sentence_truncated``
+        (the box's sentence did not fit the tokenizer's length), ``skipped_no_sentence`` (the finding has no
+        sentence index), ``boxes_with_other_sentence`` and ``map`` (``sentence``, ``report`` or ``none``).
     """
     from tqdm.auto import tqdm
 
     from radmi.data.reports import report_sentences
-    from radmi.engines.classify import load_manifest_table
+    from radmi.data.source import manifest_table
     from radmi.transforms.dicom import LoadXRay
     from radmi.transforms.image import XRayResize
 
     locations = read_locations(data_root)
-    manifest = load_manifest_table(data_root)
+    manifest = manifest_table(data_root)
     manifest = manifest[(manifest["split"] == split) & manifest["dicom_id"].isin(set(locations["dicom_id"]))]
     if max_images is not None:
         manifest = manifest.head(max_images)
     by_image = {key: part for key, part in locations.groupby("dicom_id")}
     load, resize = LoadXRay(), XRayResize(run.image_size)
-    rows, skipped = [], 0
+    use_report_map = bool(getattr(run, "has_report_map", False))
+    map_kind = "sentence" if run.has_region_maps else ("report" if use_report_map else "none")
+    no_other = {"other_pointing": np.nan, "other_iou": np.nan, "n_other": 0.0}
+    rows, skipped, skipped_no_sentence = [], 0, 0
     for record in tqdm(manifest.itertuples(), total=len(manifest), desc="grounding", disable=not progress):
         image = resize(load(record.image_path))
         sentences = report_sentences(Path(record.report_path).read_text(encoding="utf-8-sig"))
         maps = run.sentence_maps(image, sentences)
-        grid = maps.shape[1:] if maps is not None else _grid_of(run, image)
+        report = run.report_map(image, sentences) if maps is None and use_report_map else None
+        if maps is not None:
+            grid = tuple(maps.shape[1:])
+        else:
+            grid = tuple(report.shape) if report is not None else _grid_of(run, image)
         boxes = by_image[record.dicom_id]
         mapped = boxes_to_input(boxes[["x0", "y0", "x1", "y1"]].to_numpy(), image)
         input_hw = tuple(image.shape[-2:])
-        for (_, box_row), box in zip(boxes.iterrows(), mapped, strict=True):
-            k = int(box_row["sentence_index"])
+        index = pd.to_numeric(boxes["sentence_index"], errors="coerce").fillna(-1).to_numpy(dtype=np.int64)
+        spec = None
+        if maps is not None:
+            spec = specificity_scores(maps, mapped, index, input_hw, tolerance, fraction)
+        for n, ((_, box_row), box) in enumerate(zip(boxes.iterrows(), mapped, strict=True)):
+            k = int(index[n])
+            if k < 0:
+                skipped_no_sentence += 1
+                continue
             if maps is not None and k >= len(maps):
                 skipped += 1
                 continue
-            scores = score_pair(None if maps is None else maps[k], box, grid, input_hw, tolerance, fraction)
+            score_map = maps[k] if maps is not None else report
+            scores = score_pair(score_map, box, grid, input_hw, tolerance, fraction)
+            other = no_other if spec is None else {c: float(spec[c][n]) for c in OTHER_COLUMNS}
             rows.append(
                 {
                     "label": box_row["label"],
                     "subject_id": str(record.subject_id),
                     "dicom_id": record.dicom_id,
                     **scores,
+                    **other,
                 }
             )
-    counts = {"images": len(manifest), "boxes": len(rows), "skipped_sentence_truncated": skipped}
-    return pd.DataFrame(rows, columns=["label", "subject_id", "dicom_id", *SCORE_COLUMNS]), counts
+    pairs = pd.DataFrame(rows, columns=["label", "subject_id", "dicom_id", *SCORE_COLUMNS, *OTHER_COLUMNS])
+    counts = {
+        "images": len(manifest),
+        "boxes": len(rows),
+        "skipped_sentence_truncated": skipped,
+        "skipped_no_sentence": skipped_no_sentence,
+        "boxes_with_other_sentence": int((pairs["n_other"] > 0).sum()),
+        "map": map_kind,
+    }
+    return pairs, counts
 
 
 def _grid_of(run, image) -> tuple[int, int]:

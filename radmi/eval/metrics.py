@@ -19,13 +19,12 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from radmi.data.labels import EDEMA_ORDINAL_TASKS  # name -> lowest severity counted as positive
+
 OK = "ok"
 NO_POSITIVES = "no positives"
 NO_NEGATIVES = "no negatives"
 NO_SAMPLES = "no samples"
-
-#: Ordinal edema tasks: name -> the lowest severity counted as positive (0 none .. 3 alveolar edema).
-EDEMA_ORDINAL_TASKS: dict[str, int] = {"0v123": 1, "01v23": 2, "012v3": 3}
 
 #: Draws processed together; bounds memory at about DRAW_CHUNK x N float64.
 DRAW_CHUNK = 256

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +27,13 @@ class Critic(nn.Module):
     def __init__(self, normalize: bool) -> None:
         super().__init__()
         self.normalize = bool(normalize)
+        #: constructor arguments, for :attr:`config`
+        self.init_args: dict[str, Any] = {}
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """A MONAI config item (``{"_target_": ..., ...}``) that rebuilds this critic untrained."""
+        return {"_target_": f"{type(self).__module__}.{type(self).__qualname__}", **self.init_args}
 
     def _maybe_normalize(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(x, dim=-1) if self.normalize else x
@@ -52,6 +60,12 @@ class DotCritic(Critic):
         max_scale: float = 100.0,
     ) -> None:
         super().__init__(normalize)
+        self.init_args = {
+            "temperature": float(temperature),
+            "learnable_temperature": bool(learnable_temperature),
+            "normalize": bool(normalize),
+            "max_scale": float(max_scale),
+        }
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         log_scale = torch.tensor(math.log(1.0 / temperature))
@@ -85,6 +99,7 @@ class BilinearCritic(Critic):
 
     def __init__(self, dim_v: int, dim_s: int, normalize: bool = False) -> None:
         super().__init__(normalize)
+        self.init_args = {"dim_v": int(dim_v), "dim_s": int(dim_s), "normalize": bool(normalize)}
         self.weight = nn.Parameter(torch.empty(int(dim_v), int(dim_s)))
         nn.init.eye_(self.weight)
 
@@ -127,6 +142,14 @@ class ConcatMLPCritic(Critic):
     ) -> None:
         super().__init__(normalize)
         hidden = [int(h) for h in hidden]
+        self.init_args = {
+            "dim_v": int(dim_v),
+            "dim_s": int(dim_s),
+            "hidden": hidden,
+            "normalize": bool(normalize),
+            "chunk_pairs": int(chunk_pairs),
+            "checkpoint": bool(checkpoint),
+        }
         if not hidden:
             raise ValueError("ConcatMLPCritic needs at least one hidden layer")
         self.first_v = nn.Linear(int(dim_v), hidden[0])
@@ -168,8 +191,14 @@ class ConcatMLPCritic(Critic):
 CRITICS = {"dot": DotCritic, "bilinear": BilinearCritic, "concat_mlp": ConcatMLPCritic}
 
 
-def build_critic(name: str, dim_v: int | None = None, dim_s: int | None = None, **kwargs) -> Critic:
-    """Make a critic from its config name; ``bilinear`` and ``concat_mlp`` need the feature sizes."""
+def build_critic(
+    name: str, dim_v: int | None = None, dim_s: int | None = None, options: dict | None = None, **kwargs
+) -> Critic:
+    """Make a critic from its config name; ``bilinear`` and ``concat_mlp`` need the feature sizes.
+
+    ``options`` (a dict, as a recipe's ``critic_kwargs``) and ``kwargs`` are the critic's other arguments.
+    """
+    kwargs = {**dict(options or {}), **kwargs}
     if name not in CRITICS:
         raise ValueError(f"critic must be one of {sorted(CRITICS)}, got {name!r}")
     if name == "dot":

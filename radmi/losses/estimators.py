@@ -176,3 +176,37 @@ def study_negatives_mask(study_ids: torch.Tensor | Sequence | None) -> torch.Ten
         study_ids = torch.tensor([codes.setdefault(str(s), len(codes)) for s in study_ids])
     study_ids = study_ids.reshape(-1)
     return study_ids.unsqueeze(0) != study_ids.unsqueeze(1)
+
+
+def same_text_negatives_mask(anchor_keys: torch.Tensor, report_keys: torch.Tensor) -> torch.Tensor:
+    """``K' x B x B`` bool, True where report i (rows) holds no sentence with the text of sentence k' of report j.
+
+    A report that contains the anchor's exact sentence describes its image with that sentence, so that image is
+    not a negative for the sentence (nor the sentence for that image). Keys come from the data path
+    (:class:`radmi.transforms.text.SentenceTextKeys`); negative keys mark missing sentences and match nothing.
+
+    Args:
+        anchor_keys: B x K' int64, the key of each report's sentence in slot k' (the slots being estimated).
+        report_keys: B x K int64, every sentence key of each report.
+    """
+    present = report_keys >= 0
+    # B(i) x K(report i's sentences) x B(j) x K'(anchor slots)
+    same = (report_keys[:, :, None, None] == anchor_keys[None, None, :, :]) & present[:, :, None, None]
+    return ~same.any(dim=1).permute(2, 0, 1)
+
+
+def different_keys_mask(keys: torch.Tensor | None) -> torch.Tensor | None:
+    """``B`` keys (e.g. whole-report text keys) -> ``B x B`` bool, True where the two keys differ; None -> None."""
+    if keys is None:
+        return None
+    keys = keys.reshape(-1)
+    return keys.unsqueeze(0) != keys.unsqueeze(1)
+
+
+def both_masks(first: torch.Tensor | None, second: torch.Tensor | None) -> torch.Tensor | None:
+    """The logical AND of two broadcastable negative masks, where None means "no restriction"."""
+    if first is None:
+        return second
+    if second is None:
+        return first
+    return first.to(second.device) & second

@@ -1,52 +1,68 @@
-"""The pretraining ``loss_function`` for MONAI's ``SupervisedTrainer``: ``objective(pred: dict, study_ids: B)``.
+"""The pretraining ``loss_function`` for MONAI's ``SupervisedTrainer``: ``objective(pred: dict, targets)``.
 
-``pred`` is :class:`radmi.models.multimodal.ImageTextModel`'s output dict. The objective owns its critic(s),
-so give ``objective.parameters()`` to the optimizer (usually as its own learning-rate group). After each call
-``objective.latest`` holds the step's loss and MI estimates (nats) as floats for logging.
+:class:`PretrainObjective` adapts any :class:`~radmi.losses.base.ObjectiveLoss` (local MI, global MI, TVDIM, or
+a new one) to the trainer: it reads the network outputs the loss declares (``loss.reads``) from ``pred``, the
+study ids and identical-text keys from ``targets``, and keeps the step's estimates for logging. The recipe
+declares the loss as a nested config item (``bundles/radmi_cxr_pretrain/configs/train.json``, ``objectives``);
+:attr:`PretrainObjective.config` is written to ``models/objective.json`` so a run's objective is rebuilt without
+the recipe. The objective owns its critic(s), so give ``objective.parameters()`` to the optimizer (usually as
+its own learning-rate group). After each call ``objective.latest`` holds the step's loss and MI estimates
+(nats) as floats.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from radmi.errors import TrainingError
-from radmi.losses.critics import build_critic
-from radmi.losses.global_mi import GlobalMILoss
-from radmi.losses.local_mi import LocalMILoss
-from radmi.losses.tvdim import TVDIMLoss
+# importing the loss modules registers them in OBJECTIVES
+from radmi.losses import global_mi, local_mi, tvdim  # noqa: F401
+from radmi.losses.base import OBJECTIVES, ObjectiveLoss, qualified_name
 
-KINDS = ("local", "global", "tvdim")
+#: The objectives radmi ships (``--objective`` names); a new ``ObjectiveLoss`` subclass adds its own.
+KINDS = tuple(OBJECTIVES)
+
+
+def pick_objective(objectives: Mapping[str, ObjectiveLoss | None], name: str) -> ObjectiveLoss:
+    """The recipe's ``objectives[name]``; MONAI drops the disabled entries, so it is the only one left."""
+    loss = objectives.get(name)
+    if loss is None:
+        from radmi.errors import TrainingError
+
+        raise TrainingError(
+            f"the recipe's 'objectives' has no enabled entry {name!r} (radmi's objectives: {sorted(OBJECTIVES)})"
+        )
+    return loss
 
 
 class PretrainObjective(nn.Module):
-    """Local MI, global MI or TVDIM, reading the pretraining network's output dict.
+    """Any pretraining loss, reading the network's output dict and the batch's targets.
 
     Args:
-        kind: ``local`` (regions vs sentences; the seed paper), ``global`` (pooled image vs report; the baseline)
-            or ``tvdim`` (two image views + margin ranking against the report).
-        embed_dim: E, the feature size; required by the ``bilinear`` and ``concat_mlp`` critics.
-        critic: the image-text critic: ``dot``, ``bilinear`` or ``concat_mlp``.
-        critic_kwargs: extra arguments of that critic (e.g. ``{"temperature": 0.07}``, ``{"hidden": [1024, 512]}``).
-            For ``tvdim`` with the ``dot`` critic and no kwargs, a fixed cosine (temperature 1) is used so the
-            margin keeps its meaning.
-        estimator: ``infonce``, ``dv`` or ``jsd`` (local and global).
-        aggregate: region aggregation for ``local``: ``max``, ``mean`` or ``lse``.
-        sentence_mode: ``average`` or ``sample`` for ``local``.
-        intra_critic, intra_critic_kwargs: the critic between image views (``tvdim``).
-        intra_estimator: ``jsd`` or ``infonce`` (``tvdim``).
-        margin, intra_weight, inter_weight, hardest_negative: see :class:`~radmi.losses.tvdim.TVDIMLoss`.
+        kind: build the loss by name with :meth:`ObjectiveLoss.from_options` and the options below (the Python
+            API; recipes pass ``loss`` instead): ``local`` (regions vs sentences; the seed paper), ``global``
+            (pooled image vs report; the baseline) or ``tvdim`` (two image views + margin ranking).
+        embed_dim, critic, critic_kwargs, estimator, aggregate, sentence_mode, intra_critic, intra_critic_kwargs,
+            intra_estimator, margin, intra_weight, inter_weight, hardest_negative: the loss's options, each used
+            by the objectives that have it (:mod:`radmi.losses.local_mi`, ``global_mi``, ``tvdim``).
+        mask_identical_text: when the targets carry text keys (``sentence_keys`` B x K, ``report_key`` B, from
+            :class:`radmi.transforms.text.SentenceTextKeys`), a pair whose text is identical to the anchor's is
+            not a negative: an image whose report holds the anchor sentence word for word (local), or two
+            identical reports (global, TVDIM's inter term). ``False`` keeps only the same-study mask.
+        loss: a built :class:`~radmi.losses.base.ObjectiveLoss` (the recipe's way); ``kind`` and the options are
+            then ignored.
 
-    ``forward(pred, targets)``: ``targets`` are the study ids (B int64 tensor, or None for no same-study mask);
-    returns the scalar loss.
+    ``forward(pred, targets)``: ``targets`` are the study ids (B int64 tensor, or None for no same-study mask), or
+    a dict with ``study_id`` (B) and optionally ``sentence_keys`` (B x K) and ``report_key`` (B); returns the
+    scalar loss.
     """
 
     def __init__(
         self,
-        kind: str = "local",
+        kind: str | None = "local",
         embed_dim: int | None = None,
         critic: str = "dot",
         critic_kwargs: dict[str, Any] | None = None,
@@ -60,32 +76,49 @@ class PretrainObjective(nn.Module):
         intra_weight: float = 1.0,
         inter_weight: float = 1.0,
         hardest_negative: bool = False,
+        mask_identical_text: bool = True,
+        loss: ObjectiveLoss | None = None,
     ) -> None:
         super().__init__()
-        if kind not in KINDS:
-            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-        self.kind = kind
-        if kind == "tvdim" and critic == "dot" and not critic_kwargs:
-            critic_kwargs = {"temperature": 1.0, "learnable_temperature": False}
-        image_text_critic = build_critic(critic, embed_dim, embed_dim, **dict(critic_kwargs or {}))
-        if kind == "local":
-            self.loss = LocalMILoss(image_text_critic, estimator, aggregate, sentence_mode)
-        elif kind == "global":
-            self.loss = GlobalMILoss(image_text_critic, estimator)
-        else:
-            view_critic = build_critic(intra_critic, embed_dim, embed_dim, **dict(intra_critic_kwargs or {}))
-            self.loss = TVDIMLoss(
-                view_critic,
-                image_text_critic,
-                intra_estimator,
-                margin,
-                intra_weight,
-                inter_weight,
-                hardest_negative,
+        if loss is None:
+            if kind not in OBJECTIVES:
+                raise ValueError(f"kind must be one of {sorted(OBJECTIVES)}, got {kind!r}")
+            loss = OBJECTIVES[kind].from_options(
+                embed_dim,
+                critic=critic,
+                critic_kwargs=critic_kwargs,
+                estimator=estimator,
+                aggregate=aggregate,
+                sentence_mode=sentence_mode,
+                intra_critic=intra_critic,
+                intra_critic_kwargs=intra_critic_kwargs,
+                intra_estimator=intra_estimator,
+                margin=margin,
+                intra_weight=intra_weight,
+                inter_weight=inter_weight,
+                hardest_negative=hardest_negative,
             )
+        if not isinstance(loss, ObjectiveLoss):
+            raise TypeError(f"loss must be an ObjectiveLoss (radmi.losses.base), got {type(loss).__name__}")
+        self.loss = loss
+        self.mask_identical_text = bool(mask_identical_text)
         self._latest: dict[str, torch.Tensor] = {}
         #: the last step's score tensor (detached), e.g. the region x sentence maps of ``local``
         self.last_scores: torch.Tensor | None = None
+
+    @property
+    def kind(self) -> str:
+        """The loss's short name (``local``, ``global``, ``tvdim``, ...)."""
+        return self.loss.kind
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """A MONAI config item that rebuilds this objective untrained (``models/objective.json``)."""
+        return {
+            "_target_": qualified_name(self),
+            "loss": self.loss.config,
+            "mask_identical_text": self.mask_identical_text,
+        }
 
     @property
     def latest(self) -> dict[str, float]:
@@ -93,29 +126,31 @@ class PretrainObjective(nn.Module):
         # converted only when read, so training steps never wait for the GPU just for logging
         return {name: float(value) for name, value in self._latest.items()}
 
+    def _targets(self, targets: Any) -> tuple[Any, dict[str, torch.Tensor]]:
+        """``(study_ids, text keys for the loss)`` from a study-id tensor/sequence or a targets dict."""
+        if not isinstance(targets, dict):
+            return targets, {}
+        keys: dict[str, torch.Tensor] = {}
+        wanted = self.loss.text_key
+        if self.mask_identical_text and wanted is not None:
+            # the batch names the report key in the singular (one per report)
+            value = targets.get("report_key" if wanted == "report_keys" else wanted)
+            if value is not None:
+                keys[wanted] = value
+        return targets.get("study_id"), keys
+
     def forward(
-        self, pred: dict[str, torch.Tensor], targets: torch.Tensor | Sequence | None = None
+        self, pred: dict[str, torch.Tensor], targets: torch.Tensor | Sequence | dict | None = None
     ) -> torch.Tensor:
-        """``pred``: the network's dict (docs/architecture.md); ``targets``: study ids (B). Returns the loss."""
-        study_ids = targets
-        if self.kind == "local":
-            out = self.loss(pred["image_local"], pred["text_sentences"], pred["sentence_mask"], study_ids)
-        elif self.kind == "global":
-            out = self.loss(pred["image_global"], pred["text_global"], study_ids)
-        else:
-            if "image_local_view2" not in pred or "image_global_view2" not in pred:
-                raise TrainingError(
-                    "the TVDIM objective needs a second augmented view: pass image_view2 to the network "
-                    "(the batch needs an 'image_view2' key)"
-                )
-            out = self.loss(
-                pred["image_local"],
-                pred["image_global"],
-                pred["image_local_view2"],
-                pred["image_global_view2"],
-                pred["text_global"],
-                study_ids,
-            )
+        """``pred``: the network's dict (docs/architecture.md); ``targets``: study ids (B) or a dict. Returns the loss."""
+        from radmi.errors import TrainingError
+
+        missing = [key for key in self.loss.reads if key not in pred]
+        if missing:
+            hint = " (a second augmented view: the batch needs 'image_view2')" if "image_local_view2" in missing else ""
+            raise TrainingError(f"the {self.kind} objective needs network outputs {missing}{hint}")
+        study_ids, keys = self._targets(targets)
+        out = self.loss(*(pred[key] for key in self.loss.reads), study_ids, **keys)
         latest = {"loss": out.loss.detach(), "mi": out.mi.detach()}
         latest.update({name: value.detach() for name, value in out.terms.items() if value.dim() == 0})
         self._latest = latest

@@ -11,13 +11,25 @@ Two terms, optimized jointly:
 
 from __future__ import annotations
 
-import torch
-from torch import nn
+from typing import Any
 
-from radmi.losses.critics import Critic
-from radmi.losses.estimators import MIOutput, get_estimator, infonce_bound, study_negatives_mask
+import torch
+
+from radmi.losses.base import ObjectiveLoss, qualified_name
+from radmi.losses.critics import Critic, build_critic
+from radmi.losses.estimators import (
+    MIOutput,
+    both_masks,
+    different_keys_mask,
+    get_estimator,
+    infonce_bound,
+    study_negatives_mask,
+)
 
 INTRA_ESTIMATORS = ("jsd", "infonce")
+#: the inter-modality critic when the recipe asks for ``dot`` without options: a fixed cosine, so the margin
+#: keeps its meaning in cosine units
+FIXED_COSINE = {"temperature": 1.0, "learnable_temperature": False}
 
 
 def margin_ranking_loss(
@@ -48,7 +60,7 @@ def margin_ranking_loss(
     return 0.5 * (image_anchor.sum() + report_anchor.sum()) / count
 
 
-class TVDIMLoss(nn.Module):
+class TVDIMLoss(ObjectiveLoss):
     """Intra-modality DIM between two image views plus inter-modality margin ranking against the report.
 
     Args:
@@ -60,10 +72,16 @@ class TVDIMLoss(nn.Module):
         hardest_negative: rank against the hardest negative only (VSE++) instead of all negatives.
 
     ``forward(image_local B x E x h x w, image_global B x E, image_local_view2, image_global_view2, text_global B x E,
-    study_ids B | None)`` returns :class:`~radmi.losses.estimators.MIOutput`: ``loss = -intra_weight * mi_intra +
+    study_ids B | None, report_keys B | None)`` returns :class:`~radmi.losses.estimators.MIOutput`: ``loss = -intra_weight * mi_intra +
     inter_weight * ranking``, ``mi`` = the intra-modality estimate, ``scores`` = the B x B inter-modality matrix,
     ``terms`` = ``mi_intra``, ``ranking`` and ``mi_inter`` (InfoNCE of the inter matrix, for monitoring).
     """
+
+    kind = "tvdim"
+    reads = ("image_local", "image_global", "image_local_view2", "image_global_view2", "text_global")
+    text_key = "report_keys"
+    image_views = 2
+    region_maps = True
 
     def __init__(
         self,
@@ -80,6 +98,7 @@ class TVDIMLoss(nn.Module):
             raise ValueError(f"intra_estimator must be one of {INTRA_ESTIMATORS}, got {intra_estimator!r}")
         self.intra_critic = intra_critic
         self.inter_critic = inter_critic
+        self.intra_estimator_name = intra_estimator
         self.intra_estimator = get_estimator(intra_estimator)
         self.margin = float(margin)
         self.intra_weight = float(intra_weight)
@@ -105,16 +124,70 @@ class TVDIMLoss(nn.Module):
         image_global_view2: torch.Tensor,
         text_global: torch.Tensor,
         study_ids: torch.Tensor | None = None,
+        report_keys: torch.Tensor | None = None,
     ) -> MIOutput:
         negatives = study_negatives_mask(study_ids)
+        # identical report text: not a negative image-report pair (the image views are unaffected)
+        text_negatives = both_masks(negatives, different_keys_mask(report_keys))
         mi_intra = 0.5 * (
             self.local_global_mi(image_local, image_global_view2, negatives)
             + self.local_global_mi(image_local_view2, image_global, negatives)
         )
         inter_scores = self.inter_critic(image_global, text_global)  # B x B
-        ranking = margin_ranking_loss(inter_scores, self.margin, negatives, self.hardest_negative)
+        ranking = margin_ranking_loss(inter_scores, self.margin, text_negatives, self.hardest_negative)
         loss = -self.intra_weight * mi_intra + self.inter_weight * ranking
         with torch.no_grad():
-            mi_inter = infonce_bound(inter_scores, negatives)
+            mi_inter = infonce_bound(inter_scores, text_negatives)
         terms = {"mi_intra": mi_intra, "ranking": ranking, "mi_inter": mi_inter}
         return MIOutput(loss=loss, mi=mi_intra, scores=inter_scores, terms=terms)
+
+    @classmethod
+    def from_options(
+        cls,
+        embed_dim: int | None,
+        critic: str = "dot",
+        critic_kwargs: dict | None = None,
+        intra_critic: str = "dot",
+        intra_critic_kwargs: dict | None = None,
+        intra_estimator: str = "jsd",
+        margin: float = 0.2,
+        intra_weight: float = 1.0,
+        inter_weight: float = 1.0,
+        hardest_negative: bool = False,
+        **_other_objectives: Any,
+    ) -> TVDIMLoss:
+        inter_options = critic_kwargs or (FIXED_COSINE if critic == "dot" else {})
+        return cls(
+            build_critic(intra_critic, embed_dim, embed_dim, intra_critic_kwargs),
+            build_critic(critic, embed_dim, embed_dim, inter_options),
+            intra_estimator,
+            margin,
+            intra_weight,
+            inter_weight,
+            hardest_negative,
+        )
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return {
+            "_target_": qualified_name(self),
+            "intra_critic": self.intra_critic.config,
+            "inter_critic": self.inter_critic.config,
+            "intra_estimator": self.intra_estimator_name,
+            "margin": self.margin,
+            "intra_weight": self.intra_weight,
+            "inter_weight": self.inter_weight,
+            "hardest_negative": self.hardest_negative,
+        }
+
+    def pair_scores(self, images: dict[str, torch.Tensor], texts: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The inter-modality critic on ``image_global`` Bi x E against ``text_global`` Bt x E -> Bi x Bt."""
+        return self.inter_critic(images["image_global"], texts["text_global"])
+
+    @torch.no_grad()
+    def sentence_maps(self, image_local: torch.Tensor, sentences: torch.Tensor) -> torch.Tensor:
+        """The image-text critic over regions x sentences: ``B x E x h x w``, ``B x K x E`` -> ``B x K x h x w``."""
+        batch, _, height, width = image_local.shape
+        regions = image_local.flatten(2).transpose(1, 2)  # B x R x E
+        maps = self.inter_critic.paired(regions, sentences).transpose(1, 2)  # B x K x R
+        return maps.reshape(batch, sentences.shape[1], height, width)

@@ -8,11 +8,12 @@ from radmi.models.hub import (
     load_tokenizer,
     resolve_pretrained,
 )
-from radmi.models.image import ImageEncoder, load_image_encoder
+from radmi.models.image import BACKBONES, ImageEncoder, load_image_encoder, register_backbone
 from radmi.models.multimodal import ImageTextModel
 from radmi.models.text import TextEncoder, load_text_encoder, pool_sentences
 
 __all__ = [
+    "BACKBONES",
     "CLINICAL_BERT",
     "OFFLINE_DEFAULT",
     "FindingClassifier",
@@ -26,5 +27,6 @@ __all__ = [
     "load_text_model",
     "load_tokenizer",
     "pool_sentences",
+    "register_backbone",
     "resolve_pretrained",
 ]

@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 
 from radmi.errors import ModelLoadError
+from radmi.models.image import ImageEncoder
 
 MODEL_FILE = "model.pt"
 MODEL_CONFIG_FILE = "model.json"
@@ -46,12 +47,28 @@ class ProjectionHead(nn.Module):
         return self.layers(x)
 
 
+class ImageEncoderLike(Protocol):
+    """What :class:`FindingClassifier` needs of an image encoder (an ``nn.Module``); duck-typed, not a base class.
+
+    ``encoder(x: B x 1 x H x W) -> (global B x E, local B x E x h x w)``, ``embed_dim`` = E, and ``config``: the
+    JSON constructor kwargs written to ``model.json`` (only needed to save the classifier).
+    """
+
+    embed_dim: int
+
+    @property
+    def config(self) -> dict[str, Any]: ...
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
 class FindingClassifier(nn.Module):
     """Image encoder + linear heads for the 14 findings and, optionally, edema severity.
 
     Args:
-        image_encoder: an :class:`~radmi.models.image.ImageEncoder`, or its constructor kwargs as a dict (this is
-            how ``model.json`` and bundle configs describe it).
+        image_encoder: an ``nn.Module`` with an integer ``embed_dim`` (see :class:`ImageEncoderLike`), e.g. an
+            :class:`~radmi.models.image.ImageEncoder`; or ``ImageEncoder``'s constructor kwargs as a dict (this
+            is how ``model.json`` and bundle configs describe it).
         num_labels: number of finding logits (14 CheXpert labels).
         edema_classes: 0 for no edema head, or 4 for severity 0-3 logits.
         dropout: dropout probability before the heads.
@@ -70,13 +87,14 @@ class FindingClassifier(nn.Module):
         freeze_encoder: bool = False,
     ) -> None:
         super().__init__()
-        from radmi.models.image import ImageEncoder
-
         if isinstance(image_encoder, dict):
             image_encoder = ImageEncoder(**image_encoder)
-        if not isinstance(image_encoder, ImageEncoder):
+        if not isinstance(image_encoder, nn.Module) or not isinstance(
+            getattr(image_encoder, "embed_dim", None), int
+        ):
             raise TypeError(
-                f"image_encoder must be an ImageEncoder or its kwargs, got {type(image_encoder).__name__}"
+                "image_encoder must be an nn.Module with an integer embed_dim (e.g. an ImageEncoder) or "
+                f"ImageEncoder's kwargs, got {type(image_encoder).__name__}"
             )
         if edema_classes not in (0, 4):
             raise ValueError(f"edema_classes must be 0 or 4, got {edema_classes}")

@@ -1,8 +1,14 @@
 """The image encoder: a MONAI CNN that maps a radiograph to one global vector and a map of local vectors.
 
 ``ImageEncoder(x: B x 1 x H x W) -> (global B x E, local B x E x h x w)`` where ``h = H / local_stride`` and
-``w = W / local_stride`` (rounded up by the convolutions' padding). The backbone is MONAI's 2-D ResNet or
-DenseNet-121 with one input channel; its classification layer is dropped so that every parameter is used.
+``w = W / local_stride`` (rounded up by the convolutions' padding). The backbone comes from the registry
+:data:`BACKBONES` (MONAI's 2-D ResNet 18/34/50 and DenseNet-121 with one input channel, their classification
+layers dropped so that every parameter is used); a new CNN is one :func:`register_backbone` entry::
+
+    @register_backbone("tiny_cnn")
+    def tiny_cnn(local_stride: int) -> tuple[nn.Module, int]:
+        # B x 1 x H x W -> B x C x H/local_stride x W/local_stride, and C
+        return nn.Sequential(nn.Conv2d(1, 8, local_stride, stride=local_stride), nn.ReLU()), 8
 
 A run directory stores the encoder as ``models/image_encoder.pt`` (plain state dict) and
 ``models/image_encoder.json`` (the constructor keyword arguments); :func:`load_image_encoder` rebuilds it.
@@ -12,6 +18,9 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +30,51 @@ from torch import nn
 
 from radmi.errors import ModelLoadError
 
-#: Backbone names accepted by :class:`ImageEncoder`.
-BACKBONES = ("resnet18", "resnet34", "resnet50", "densenet121")
 #: Strides (input pixels per local feature) at which the local map may be taken.
 LOCAL_STRIDES = (16, 32)
 WEIGHTS_FILE = "image_encoder.pt"
 CONFIG_FILE = "image_encoder.json"
+
+#: ``build(local_stride) -> (features, C)``: ``features`` maps ``B x 1 x H x W`` to ``B x C x h x w`` with
+#: ``h = ceil(H / local_stride)``; it may raise ``ValueError`` for a stride of :data:`LOCAL_STRIDES` it lacks.
+BackboneFactory = Callable[[int], tuple[nn.Module, int]]
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """One registry entry.
+
+    Attributes:
+        build: the factory, see :data:`BackboneFactory`.
+        plain_state_prefix: what to prepend to the keys of the source network's own state dict (e.g. a MONAI
+            ``resnet18().state_dict()``) to get ``ImageEncoder`` keys, so ``pretrained_path`` accepts one;
+            ``"features."`` when the factory returns the network's top-level modules.
+    """
+
+    build: BackboneFactory
+    plain_state_prefix: str = "features."
+
+
+#: The backbones :class:`ImageEncoder` accepts, by name; add one with :func:`register_backbone`.
+BACKBONES: dict[str, Backbone] = {}
+
+
+def register_backbone(
+    name: str, *, plain_state_prefix: str = "features."
+) -> Callable[[BackboneFactory], BackboneFactory]:
+    """Decorator registering ``factory(local_stride) -> (features B x C x h x w, C)`` as backbone ``name``.
+
+    Raises:
+        ValueError: ``name`` is already registered.
+    """
+
+    def register(factory: BackboneFactory) -> BackboneFactory:
+        if name in BACKBONES:
+            raise ValueError(f"backbone {name!r} is already registered")
+        BACKBONES[name] = Backbone(factory, plain_state_prefix)
+        return factory
+
+    return register
 
 
 def _dilate(stage: nn.Module) -> None:
@@ -43,18 +91,30 @@ def _dilate(stage: nn.Module) -> None:
                 module.dilation, module.padding = (2, 2), (2, 2)
 
 
-def _resnet_features(backbone: str, local_stride: int) -> tuple[nn.Sequential, int]:
+def _resnet_features(
+    factory: Callable[..., nn.Module], channels: int, local_stride: int
+) -> tuple[nn.Sequential, int]:
     """MONAI ResNet without its classifier, ending at ``local_stride``; returns (features, channels)."""
-    factory = {"resnet18": resnet18, "resnet34": resnet34, "resnet50": resnet50}[backbone]
     # conv1 stride 2 + max pool gives the usual 1/4 stem, so layer3 ends at 1/16 and layer4 at 1/32
     net = factory(spatial_dims=2, n_input_channels=1, conv1_t_size=7, conv1_t_stride=2, feed_forward=False)
     if local_stride == 16:
         _dilate(net.layer4)
     names = ("conv1", "bn1", "act", "maxpool", "layer1", "layer2", "layer3", "layer4")
     features = nn.Sequential(OrderedDict((name, getattr(net, name)) for name in names))
-    return features, 512 * (4 if backbone == "resnet50" else 1)
+    return features, channels
 
 
+for _name, _factory, _channels in (
+    ("resnet18", resnet18, 512),
+    ("resnet34", resnet34, 512),
+    ("resnet50", resnet50, 2048),
+):
+    register_backbone(_name)(partial(_resnet_features, _factory, _channels))
+del _name, _factory, _channels
+
+
+# DenseNet's own state dict already has its stages under "features."
+@register_backbone("densenet121", plain_state_prefix="")
 def _densenet_features(local_stride: int) -> tuple[nn.Sequential, int]:
     """MONAI DenseNet-121 features plus the ReLU of its classifier, ending at ``local_stride``."""
     net = DenseNet121(spatial_dims=2, in_channels=1, out_channels=1)
@@ -74,7 +134,8 @@ class ImageEncoder(nn.Module):
     objectives alike and the downstream classifier reads the space the pretraining shaped.
 
     Args:
-        backbone: one of :data:`BACKBONES` (MONAI ``ResNet`` 18/34/50 or ``DenseNet121``, 2-D, one channel).
+        backbone: a name in :data:`BACKBONES` (built in: MONAI ``ResNet`` 18/34/50 or ``DenseNet121``, 2-D,
+            one channel; more with :func:`register_backbone`).
         embed_dim: E, the size of both the global and the local embeddings.
         local_stride: input pixels per region: 32 is the backbone as designed (224 px -> 7 x 7 regions); 16
             removes the last stage's down-sampling and dilates its 3 x 3 convolutions instead (224 px ->
@@ -96,16 +157,13 @@ class ImageEncoder(nn.Module):
     ) -> None:
         super().__init__()
         if backbone not in BACKBONES:
-            raise ValueError(f"backbone must be one of {BACKBONES}, got {backbone!r}")
+            raise ValueError(f"backbone must be one of {tuple(BACKBONES)}, got {backbone!r}")
         if local_stride not in LOCAL_STRIDES:
             raise ValueError(f"local_stride must be one of {LOCAL_STRIDES}, got {local_stride!r}")
         self.backbone_name = backbone
         self.embed_dim = int(embed_dim)
         self.local_stride = int(local_stride)
-        if backbone == "densenet121":
-            self.features, self.feature_channels = _densenet_features(local_stride)
-        else:
-            self.features, self.feature_channels = _resnet_features(backbone, local_stride)
+        self.features, self.feature_channels = BACKBONES[backbone].build(self.local_stride)
         self.local_projection = nn.Conv2d(self.feature_channels, self.embed_dim, kernel_size=1)
         if pretrained_path is not None:
             self._load_pretrained(pretrained_path)
@@ -141,8 +199,8 @@ class ImageEncoder(nn.Module):
         if set(state) == own_keys:
             self.load_state_dict(state)
             return
-        # a plain MONAI backbone state dict: ResNet keys sit at the top level, DenseNet's under "features."
-        prefix = "" if self.backbone_name == "densenet121" else "features."
+        # a plain backbone state dict (e.g. MONAI's): ResNet keys sit at the top level, DenseNet's under "features."
+        prefix = BACKBONES[self.backbone_name].plain_state_prefix
         mapped = {prefix + key: value for key, value in state.items() if prefix + key in own_keys}
         backbone_keys = {k for k in own_keys if k.startswith("features.")}
         missing = sorted(backbone_keys - set(mapped))

@@ -6,12 +6,17 @@ MONAI's ``SupervisedTrainer`` calls it through ``monai.engines.utils.PrepareBatc
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from monai.data import MetaTensor
 from torch import nn
 
 from radmi.models.image import ImageEncoder
 from radmi.models.text import TextEncoder
+
+#: Outputs that need the text encoder's whole-report pass.
+REPORT_OUTPUTS = ("text_tokens", "text_global")
 
 
 def _plain(x: torch.Tensor) -> torch.Tensor:
@@ -54,8 +59,14 @@ class ImageTextModel(nn.Module):
         attention_mask: torch.Tensor,
         sentence_ids: torch.Tensor,
         image_view2: torch.Tensor | None = None,
+        outputs: Sequence[str] | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Encode ``image`` (B x 1 x H x W), the report tokens (B x T each) and optionally a second view."""
+        """Encode ``image`` (B x 1 x H x W), the report tokens (B x T each) and optionally a second view.
+
+        ``outputs``: the keys the caller reads (e.g. the objective's ``loss.reads``); when none of them needs the
+        whole-report pass (``text_tokens``, ``text_global``) and sentences are encoded in isolation, that pass is
+        skipped and those keys are left out. None: every output.
+        """
         image = _plain(image)
         batch = image.shape[0]
         if image_view2 is not None:
@@ -65,15 +76,17 @@ class ImageTextModel(nn.Module):
             image_local, image_local_view2 = both_local[:batch], both_local[batch:]
         else:
             image_global, image_local = self.image_encoder(image)
-        text = self.text_encoder(_plain(input_ids), _plain(attention_mask), _plain(sentence_ids))
+        report = outputs is None or any(key in outputs for key in REPORT_OUTPUTS)
+        text = self.text_encoder(_plain(input_ids), _plain(attention_mask), _plain(sentence_ids), report=report)
         out = {
             "image_global": image_global,
             "image_local": image_local,
-            "text_tokens": text["tokens"],
             "text_sentences": text["sentences"],
             "sentence_mask": text["sentence_mask"],
-            "text_global": text["global"],
         }
+        if "global" in text:
+            out["text_tokens"] = text["tokens"]
+            out["text_global"] = text["global"]
         if image_view2 is not None:
             out["image_global_view2"] = image_global_view2
             out["image_local_view2"] = image_local_view2

@@ -53,6 +53,7 @@ __all__ = [
     "LoadXRayDicomd",
     "LoadXRayd",
     "VoiOption",
+    "read_dicom_header",
     "read_xray_dicom",
     "read_xray_dicom_header",
 ]
@@ -83,17 +84,24 @@ _TABLE_MAX_BYTES = 2
 
 
 # --------------------------------------------------------------------------------------------- reading
-def _read_dataset(path: str | PathLike, *, header_only: bool = False) -> Dataset:
+def _read_dataset(
+    path: str | PathLike, *, header_only: bool = False, tags: Sequence[str] | None = None
+) -> Dataset:
     """Read one DICOM file (plain or gzip-compressed) with pydicom, turning failures into ``DicomError``.
 
     ``header_only`` defers the pixel bytes: pydicom seeks past them (the element still shows as present).
+    ``tags`` reads only those header elements and stops before the pixels (a gzip file is decompressed only
+    up to there).
     """
     try:
         with open(path, "rb") as file:
             if file.read(2) != _GZIP_MAGIC:
                 file.seek(0)
-                return _parse(file, path, header_only)
+                return _parse(file, path, header_only, tags)
             file.seek(0)
+            if tags is not None:
+                with gzip.GzipFile(fileobj=file) as stream:
+                    return _parse(stream, path, header_only, tags)
             compressed = file.read()
     except OSError as err:
         raise DicomError(f"cannot read the file: {err.strerror or err}", path=path) from err
@@ -103,8 +111,12 @@ def _read_dataset(path: str | PathLike, *, header_only: bool = False) -> Dataset
         raise DicomError(f"truncated or corrupt gzip file: {err}", path=path) from err
 
 
-def _parse(source: BinaryIO, path: str | PathLike, header_only: bool) -> Dataset:
+def _parse(
+    source: BinaryIO, path: str | PathLike, header_only: bool, tags: Sequence[str] | None = None
+) -> Dataset:
     try:
+        if tags is not None:
+            return pydicom.dcmread(source, stop_before_pixels=True, specific_tags=list(tags))
         return pydicom.dcmread(source, defer_size=1024 if header_only else None)
     except InvalidDicomError as err:
         raise DicomError(
@@ -182,6 +194,23 @@ def read_xray_dicom_header(path: str | PathLike) -> dict[str, Any]:
     _check_single_frame_greyscale(ds, path)
     _check_codec(ds, path)
     return _xray_meta(ds, path)
+
+
+def read_dicom_header(path: str | PathLike, tags: Sequence[str]) -> Dataset:
+    """The named header elements of any DICOM file (plain or gzip), without reading or checking pixels.
+
+    For indexing an archive (``radmi manifest build-folder`` reads study UIDs and views with it); unlike
+    :func:`read_xray_dicom_header` it accepts non-image objects and may return patient identifiers, so callers
+    must not log what it returns.
+
+    Args:
+        path: the file.
+        tags: DICOM keywords to read, e.g. ``("StudyInstanceUID", "ViewPosition")``; absent ones stay absent.
+
+    Raises:
+        DicomError: naming the file, when it is unreadable, not DICOM, or cut off inside the header.
+    """
+    return _read_dataset(path, header_only=True, tags=tags)
 
 
 # --------------------------------------------------------------------------------------------- decoding

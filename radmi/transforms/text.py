@@ -5,6 +5,7 @@ Dictionary flow (default keys)::
     report_path --LoadReportd--> report (whole text)
     report --ParseReportd--> report (the chosen sections' text), sentences (list[str])
     sentences --TokenizeReportd--> input_ids, attention_mask, sentence_ids (T int64 each)
+    input_ids, sentence_ids --SentenceTextKeysd--> sentence_keys (K int64), report_key (int64)
 
 Report text is never logged.
 """
@@ -207,5 +208,88 @@ class TokenizeReportd(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             for out_key, value in zip(self.output_keys, self.tokenize(d[key]), strict=True):
+                d[out_key] = value
+        return d
+
+
+# Two primes below 2**31 and two bases: each polynomial hash stays below 2**31, so sums of T terms fit int64.
+_HASH_MODULI = (2_147_483_647, 2_147_483_629)
+_HASH_BASES = (1_000_003, 911_382_323)
+
+
+def _powers(length: int, base: int, modulus: int, device: torch.device) -> torch.Tensor:
+    """``base ** i mod modulus`` for i < length, as int64."""
+    values = [1] * max(length, 1)
+    for i in range(1, length):
+        values[i] = values[i - 1] * base % modulus
+    return torch.tensor(values[:length], dtype=torch.int64, device=device)
+
+
+def _polynomial_hash(ids: torch.Tensor, position: torch.Tensor, member: torch.Tensor) -> torch.Tensor:
+    """62-bit hash of each group's token sequence: ``... x T`` ids/positions, ``... x T x G`` membership -> ``... x G``."""
+    key = torch.zeros(member.shape[:-2] + member.shape[-1:], dtype=torch.int64, device=ids.device)
+    for base, modulus in zip(_HASH_BASES, _HASH_MODULI, strict=True):
+        powers = _powers(ids.shape[-1], base, modulus, ids.device)[position.clamp(min=0)]
+        terms = (ids + 1) % modulus * powers % modulus  # ... x T, each < 2**31
+        part = (terms.unsqueeze(-1) * member).sum(dim=-2) % modulus  # ... x G
+        key = key * modulus + part
+    return key
+
+
+class SentenceTextKeys(Transform):
+    """Token ids -> one integer key per sentence and one per report, equal exactly when the token ids are.
+
+    Two sentences (or reports) with the same key have the same text after tokenization (lower-casing and
+    whitespace included), up to a 2**-62-scale hash collision. The MI objectives use the keys to keep
+    identical texts from serving as each other's negatives, without ever comparing strings in the loss.
+
+    Args:
+        max_sentences: K, the number of sentence slots (as the text encoder's ``max_sentences``).
+
+    ``__call__(input_ids, sentence_ids)`` takes ``... x T`` int64 tensors (one report, or a batch ``B x T``) and
+    returns ``(sentence_keys ... x K int64, report_key ... int64)``; a missing sentence gets key -1, the report
+    key hashes all sentence tokens in order.
+    """
+
+    def __init__(self, max_sentences: int = 16) -> None:
+        self.max_sentences = int(max_sentences)
+
+    def __call__(self, input_ids: torch.Tensor, sentence_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        input_ids = torch.as_tensor(input_ids, dtype=torch.int64)
+        sentence_ids = torch.as_tensor(sentence_ids, dtype=torch.int64)
+        slots = torch.arange(self.max_sentences, device=sentence_ids.device)
+        member = (sentence_ids.unsqueeze(-1) == slots).long()  # ... x T x K
+        position = ((member.cumsum(dim=-2) - 1) * member).sum(-1)  # index within its own sentence
+        sentence_keys = _polynomial_hash(input_ids, position, member)
+        sentence_keys = sentence_keys.masked_fill(member.sum(-2) == 0, -1)
+        text = (sentence_ids >= 0).long()
+        report_member = text.unsqueeze(-1)  # ... x T x 1
+        report_key = _polynomial_hash(input_ids, text.cumsum(-1) - 1, report_member).squeeze(-1)
+        return sentence_keys, report_key
+
+
+class SentenceTextKeysd(MapTransform):
+    """Dictionary twin of ``SentenceTextKeys``: reads ``input_ids`` and ``sentence_ids``, writes ``sentence_keys``
+    (... x K) and ``report_key`` (...).
+    """
+
+    def __init__(
+        self,
+        keys: Sequence[Hashable] | Hashable = "input_ids",
+        sentence_ids_key: str = "sentence_ids",
+        max_sentences: int = 16,
+        sentence_keys_key: str = "sentence_keys",
+        report_key_key: str = "report_key",
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.hash = SentenceTextKeys(max_sentences)
+        self.sentence_ids_key = sentence_ids_key
+        self.output_keys = (sentence_keys_key, report_key_key)
+
+    def __call__(self, data: Mapping) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            for out_key, value in zip(self.output_keys, self.hash(d[key], d[self.sentence_ids_key]), strict=True):
                 d[out_key] = value
         return d

@@ -1,0 +1,124 @@
+"""The manifest checker behind ``radmi manifest check``: open every row and list what is wrong.
+
+The schema and values are validated by :func:`radmi.data.manifest_schema.manifest_problems`; images are
+opened header-only (DICOM: :func:`radmi.transforms.dicom.read_xray_dicom_header`; PNG/JPG: Pillow) and
+reports are loaded with :class:`radmi.transforms.text.LoadReport`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from os import PathLike
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image, UnidentifiedImageError
+from tqdm.auto import tqdm
+
+from radmi.data.manifest_schema import (
+    PATH_COLUMNS,
+    manifest_problems,
+    read_manifest_strings,
+    resolve_paths,
+)
+from radmi.errors import RadmiError
+from radmi.transforms.dicom import read_xray_dicom_header
+from radmi.transforms.image import is_image_file
+from radmi.transforms.text import LoadReport
+
+__all__ = ["ManifestCheck", "check_manifest"]
+
+
+@dataclass
+class ManifestCheck:
+    """Result of ``check_manifest``.
+
+    Attributes:
+        path: the manifest checked.
+        n_rows: number of data rows.
+        problems: one row per problem: ``row`` (0-based; -1 for the whole file), ``column``, ``path``
+            (the file concerned, or empty), ``problem``.
+    """
+
+    path: Path
+    n_rows: int
+    problems: pd.DataFrame
+
+    @property
+    def ok(self) -> bool:
+        return self.problems.empty
+
+    @property
+    def n_bad_rows(self) -> int:
+        return int(self.problems.loc[self.problems["row"] >= 0, "row"].nunique())
+
+    def summary(self) -> pd.DataFrame:
+        """Problem counts per column and problem (``count`` = rows concerned), most frequent first."""
+        if self.problems.empty:
+            return pd.DataFrame({"column": [], "problem": [], "count": pd.Series(dtype=np.int64)})
+        # images/reports problems carry the exception text; group them by their first clause
+        kind = self.problems["problem"].str.split(":", n=1).str[0]
+        table = self.problems.assign(problem=kind).groupby(["column", "problem"]).size()
+        return table.rename("count").reset_index().sort_values("count", ascending=False, ignore_index=True)
+
+
+def _check_image(path: str) -> str | None:
+    """None if the image header is readable, else the reason (no pixel decoding)."""
+    if is_image_file(path):
+        try:
+            with Image.open(path) as image:
+                image.verify()
+        except FileNotFoundError:
+            return "image file not found"
+        except (UnidentifiedImageError, OSError, SyntaxError) as err:
+            return f"unreadable image: {err}"
+        return None
+    if not os.path.exists(path):
+        return "image file not found"
+    try:
+        read_xray_dicom_header(path)
+    except RadmiError as err:
+        return err.reason
+    return None
+
+
+def _check_report(path: str) -> str | None:
+    try:
+        LoadReport()(path)
+    except RadmiError as err:
+        return err.reason
+    return None
+
+
+def check_manifest(path: str | PathLike, progress: bool = True) -> ManifestCheck:
+    """Open every row of a manifest and list what is wrong.
+
+    Checks the schema and values (ids, split, labels, duplicate dicom_id), then for each row that the image
+    header is readable (DICOM: pydicom without pixels, single-frame greyscale, codec present; PNG/JPG:
+    Pillow) and that the report exists, decodes and is not empty.
+    """
+    path = Path(path)
+    frame = read_manifest_strings(path)
+    problems = manifest_problems(frame).assign(path="")
+    found = [problems]
+    if not (problems["row"] == -1).any():
+        base = path.resolve().parent
+        columns = {c: resolve_paths(frame[c], base).tolist() for c in PATH_COLUMNS}
+        rows = []
+        for row in tqdm(range(len(frame)), desc="checking rows", unit=" rows", disable=not progress):
+            for column, check in (("image_path", _check_image), ("report_path", _check_report)):
+                file = columns[column][row]
+                reason = check(file) if frame[column].iat[row].strip() else None
+                if reason is not None:
+                    rows.append({"row": row, "column": column, "problem": reason, "path": file})
+        found.append(pd.DataFrame(rows, columns=["row", "column", "problem", "path"]))
+    non_empty = [f for f in found if not f.empty]
+    table = pd.concat(non_empty, ignore_index=True) if non_empty else problems
+    table = (
+        table.astype({"row": np.int64})
+        .loc[:, ["row", "column", "path", "problem"]]
+        .sort_values(["row", "column"], kind="stable", ignore_index=True)
+    )
+    return ManifestCheck(path=path, n_rows=len(frame), problems=table)
