@@ -95,7 +95,7 @@ def test_isolated_gradients_reach_the_transformer(tiny_text_model_dir):
     assert all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads)
 
 
-def test_network_skips_the_report_pass_when_the_objective_reads_no_report_vector(tiny_text_model_dir):
+def test_network_runs_only_the_text_passes_the_objective_reads(tiny_text_model_dir):
     from radmi.losses.global_mi import GlobalMILoss
     from radmi.losses.local_mi import LocalMILoss
     from radmi.models.image import ImageEncoder
@@ -117,5 +117,7 @@ def test_network_skips_the_report_pass_when_the_objective_reads_no_report_vector
         assert len(calls) == 3  # the sentences only
         assert "text_global" not in local and "text_tokens" not in local
         torch.testing.assert_close(local["text_sentences"], everything["text_sentences"])
-        full = network(image, input_ids, attention_mask, sentence_ids, outputs=GlobalMILoss.reads)
-        torch.testing.assert_close(full["text_global"], everything["text_global"])
+        report_only = network(image, input_ids, attention_mask, sentence_ids, outputs=GlobalMILoss.reads)
+        assert len(calls) == 4  # the whole report only
+        assert "text_sentences" not in report_only
+        torch.testing.assert_close(report_only["text_global"], everything["text_global"])

@@ -15,8 +15,11 @@ from torch import nn
 from radmi.models.image import ImageEncoder
 from radmi.models.text import TextEncoder
 
-#: Outputs that need the text encoder's whole-report pass.
+#: Outputs that need the text encoder's whole-report pass / its sentence pass (isolated sentences).
 REPORT_OUTPUTS = ("text_tokens", "text_global")
+SENTENCE_OUTPUTS = ("text_sentences", "sentence_mask")
+#: text encoder key -> network output key
+TEXT_OUTPUTS = {"tokens": "text_tokens", "sentences": "text_sentences", "sentence_mask": "sentence_mask", "global": "text_global"}
 
 
 def _plain(x: torch.Tensor) -> torch.Tensor:
@@ -63,9 +66,10 @@ class ImageTextModel(nn.Module):
     ) -> dict[str, torch.Tensor]:
         """Encode ``image`` (B x 1 x H x W), the report tokens (B x T each) and optionally a second view.
 
-        ``outputs``: the keys the caller reads (e.g. the objective's ``loss.reads``); when none of them needs the
-        whole-report pass (``text_tokens``, ``text_global``) and sentences are encoded in isolation, that pass is
-        skipped and those keys are left out. None: every output.
+        ``outputs``: the keys the caller reads (e.g. the objective's ``loss.reads``). With sentences encoded in
+        isolation the text encoder makes two passes; one whose outputs nobody reads (the whole report's
+        ``text_tokens``/``text_global`` for local MI, the sentences for global MI) is skipped and its keys left
+        out. None: every output.
         """
         image = _plain(image)
         batch = image.shape[0]
@@ -77,16 +81,14 @@ class ImageTextModel(nn.Module):
         else:
             image_global, image_local = self.image_encoder(image)
         report = outputs is None or any(key in outputs for key in REPORT_OUTPUTS)
-        text = self.text_encoder(_plain(input_ids), _plain(attention_mask), _plain(sentence_ids), report=report)
-        out = {
-            "image_global": image_global,
-            "image_local": image_local,
-            "text_sentences": text["sentences"],
-            "sentence_mask": text["sentence_mask"],
-        }
-        if "global" in text:
-            out["text_tokens"] = text["tokens"]
-            out["text_global"] = text["global"]
+        sentences = outputs is None or any(key in outputs for key in SENTENCE_OUTPUTS)
+        text = self.text_encoder(
+            _plain(input_ids), _plain(attention_mask), _plain(sentence_ids), report=report, sentences=sentences
+        )
+        out = {"image_global": image_global, "image_local": image_local}
+        for key, name in TEXT_OUTPUTS.items():
+            if key in text:
+                out[name] = text[key]
         if image_view2 is not None:
             out["image_global_view2"] = image_global_view2
             out["image_local_view2"] = image_local_view2

@@ -211,27 +211,33 @@ class TextEncoder(nn.Module):
         attention_mask: torch.Tensor,
         sentence_ids: torch.Tensor,
         report: bool = True,
+        sentences: bool = True,
     ) -> dict[str, torch.Tensor]:
         """``input_ids, attention_mask, sentence_ids: B x T`` -> dict of tokens, sentences, sentence_mask, global.
 
-        ``report=False`` (isolated mode only) skips the whole-report pass when nothing reads ``tokens`` or
-        ``global``; the dict then holds ``sentences`` and ``sentence_mask`` only.
+        In isolated mode each pass runs only when its outputs are wanted: ``report=False`` skips the
+        whole-report pass (no ``tokens``, ``global``), ``sentences=False`` the sentence pass (no ``sentences``,
+        ``sentence_mask``). In report mode one pass gives everything.
         """
         # a token outside the attention mask never belongs to a sentence, whatever sentence_ids says
         sentence_ids = sentence_ids.masked_fill(attention_mask == 0, -1)
-        if self.sentence_context == "isolated":
-            sentences, sentence_mask = self._isolated_sentences(input_ids, attention_mask, sentence_ids)
-            if not report:
-                return {"sentences": sentences, "sentence_mask": sentence_mask}
+        out: dict[str, torch.Tensor] = {}
+        if self.sentence_context == "isolated" and sentences:
+            out["sentences"], out["sentence_mask"] = self._isolated_sentences(
+                input_ids, attention_mask, sentence_ids
+            )
+        if self.sentence_context == "isolated" and not report:
+            return out
         tokens = self._encode(input_ids, attention_mask)  # B x T x E
         if self.sentence_context == "report":
-            sentences, sentence_mask = pool_sentences(tokens, sentence_ids, self.max_sentences)
+            out["sentences"], out["sentence_mask"] = pool_sentences(tokens, sentence_ids, self.max_sentences)
         if self.pooling == "cls":
-            report = tokens[:, 0]
+            out["global"] = tokens[:, 0]
         else:
             weights = attention_mask.to(tokens.dtype).unsqueeze(-1)  # B x T x 1
-            report = (tokens * weights).sum(1) / weights.sum(1).clamp(min=1)
-        return {"tokens": tokens, "sentences": sentences, "sentence_mask": sentence_mask, "global": report}
+            out["global"] = (tokens * weights).sum(1) / weights.sum(1).clamp(min=1)
+        out["tokens"] = tokens
+        return out
 
     def _encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """``N x L`` ids and mask -> ``N x L x E`` (projected) last hidden states."""
