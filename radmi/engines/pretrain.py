@@ -7,9 +7,11 @@ builders together. The pattern (docs/architecture.md, /work/shared/DESIGN.md):
   to the device, augments the images there and returns ``(image, study_ids, (), text kwargs)``, so the trainer
   calls ``network(image, input_ids=..., attention_mask=..., sentence_ids=...[, image_view2=...])``;
 - ``loss_function`` is ``PretrainObjective(pred, study_ids)``;
-- :func:`build_trainer` returns a plain ``SupervisedTrainer`` (no subclass is needed) and attaches the handlers
-  that need the trainer itself: resumable atomic checkpoints, the NaN/inf guard, gradient clipping, the
-  mid-epoch resume of the sampler and the final model export.
+- :func:`build_trainer` returns a plain ``SupervisedTrainer`` (no subclass is needed). The recipe lists the
+  training handlers (LR schedule, validation, stats, the NaN/inf guard, gradient clipping, the sampler's
+  mid-epoch resume, the final model export, the progress bar); :func:`build_trainer` attaches only the
+  resumable checkpoints (saver and loader), because their ``save_dict`` holds the trainer itself, which a
+  config item cannot reference while the trainer is being built from that item's list.
 
 Data: the recipe's ``cache_dir`` is :func:`radmi.data.source.resolve_cache` (a prepared cache, a manifest CSV or
 a MIMIC-CXR-layout folder, e.g. demo data; the cache is prepared once into the run directory when needed).
@@ -32,7 +34,6 @@ from torch.utils.data import DataLoader, Dataset
 
 from radmi.engines.checkpoint import AtomicCheckpointSaver, RandomStates, latest_checkpoint
 from radmi.engines.distributed import ResumableSampler, is_rank_zero, prepare_module, unwrap
-from radmi.engines.handlers import GradientClipping, NonFiniteLossGuard, PretrainedModelsWriter, SamplerResume
 from radmi.errors import TrainingError
 
 logger = logging.getLogger(__name__)
@@ -251,12 +252,10 @@ def build_trainer(
     lr_scheduler: Any = None,
     amp: str = "none",
     accumulation_steps: int = 1,
-    grad_clip: float | None = 1.0,
     checkpoint_every: int = 100,
     checkpoint_keep: int = 2,
     resume: bool = False,
     epoch_length: int | None = None,
-    tokenizer: str | None = None,
 ) -> SupervisedTrainer:
     """A MONAI ``SupervisedTrainer`` for image-text pretraining, with resumable checkpoints.
 
@@ -268,15 +267,14 @@ def build_trainer(
         optimizer: from :func:`build_optimizer`; lr_scheduler: stepped per iteration by an ``LrScheduleHandler``
             in ``train_handlers``, saved in checkpoints.
         prepare_batch: a :class:`PretrainBatch` in training mode.
-        run_dir: checkpoints go to ``run_dir/checkpoints``, the final encoders to ``run_dir/models``.
-        train_handlers: MONAI/Ignite handlers from the recipe (stats, TensorBoard, validation, LR schedule, ...).
+        run_dir: checkpoints go to ``run_dir/checkpoints``.
+        train_handlers: MONAI/Ignite handlers from the recipe (LR schedule, validation, stats, TensorBoard, the
+            NaN/inf guard, gradient clipping, the final model export, ...).
         amp: ``"bf16"``, ``"fp16"`` (with a GradScaler) or ``"none"``.
         accumulation_steps: batches per optimizer step.
-        grad_clip: max global gradient norm (0/None: no clipping, the norm is still checked).
         checkpoint_every: iterations between checkpoints; checkpoint_keep: how many to keep.
         resume: continue from the newest complete checkpoint in ``run_dir/checkpoints`` if there is one.
         epoch_length: iterations per epoch (default: the loader's length).
-        tokenizer: saved beside the exported text encoder.
     """
     run_dir = Path(run_dir)
     amp_on, amp_kwargs = amp_settings(amp, device)
@@ -302,15 +300,7 @@ def build_trainer(
         # SupervisedTrainer always builds an enabled GradScaler with amp; bf16 has float32's range and needs none
         trainer.scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16")
 
-    def trainable() -> list[torch.Tensor]:
-        return [p for module in (network, loss_function) for p in module.parameters() if p.requires_grad]
-
-    NonFiniteLossGuard().attach(trainer)
-    GradientClipping(trainable, grad_clip).attach(trainer)
     sampler = getattr(train_data_loader, "sampler", None)
-    if isinstance(sampler, ResumableSampler):
-        SamplerResume(sampler, train_data_loader.batch_size).attach(trainer)
-
     save_dict: dict[str, Any] = {
         "network": unwrap(network),
         "objective": unwrap(loss_function),
@@ -342,5 +332,4 @@ def build_trainer(
         save_interval=max(int(checkpoint_every), 1),
         n_saved=checkpoint_keep,
     ).attach(trainer)
-    PretrainedModelsWriter(run_dir / "models", network, loss_function, tokenizer=tokenizer).attach(trainer)
     return trainer
