@@ -567,7 +567,7 @@ def run_benchmark(
             spec.to_csv(out / f"specificity_{_slug(name)}.csv", index=False)
             specificity[name] = specificity_markdown(spec, title=f"Sentence specificity: {name}")
             specificity_rows += [{"model": name, **r} for r in spec.to_dict("records")]
-        chance = summary
+        chance = summary if chance is None else chance  # the first row's boxes, as its count
     if chance is not None:
         for baseline in ("uniform", "centre"):
             grounding_rows.append({"model": f"chance ({baseline} map)", "boxes": grounding_rows[0]["boxes"],
