@@ -12,6 +12,7 @@ Report text is never logged.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Hashable, Mapping, Sequence
 from os import PathLike
 from pathlib import Path
@@ -217,12 +218,17 @@ _HASH_MODULI = (2_147_483_647, 2_147_483_629)
 _HASH_BASES = (1_000_003, 911_382_323)
 
 
-def _powers(length: int, base: int, modulus: int, device: torch.device) -> torch.Tensor:
-    """``base ** i mod modulus`` for i < length, as int64."""
+@functools.lru_cache(maxsize=16)
+def _cpu_powers(length: int, base: int, modulus: int) -> torch.Tensor:
     values = [1] * max(length, 1)
     for i in range(1, length):
         values[i] = values[i - 1] * base % modulus
-    return torch.tensor(values[:length], dtype=torch.int64, device=device)
+    return torch.tensor(values[:length], dtype=torch.int64)
+
+
+def _powers(length: int, base: int, modulus: int, device: torch.device) -> torch.Tensor:
+    """``base ** i mod modulus`` for i < length, as int64 (built once per length, not every step)."""
+    return _cpu_powers(length, base, modulus).to(device)
 
 
 def _polynomial_hash(ids: torch.Tensor, position: torch.Tensor, member: torch.Tensor) -> torch.Tensor:
