@@ -7,6 +7,8 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# the same one thread for commands run in-process (radmi.threads.configure_threads reads it)
+os.environ.setdefault("RADMI_THREADS", "1")
 
 import torch  # noqa: E402
 

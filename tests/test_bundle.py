@@ -13,7 +13,14 @@ import pytest
 import torch
 
 from radmi.bundle.export import export_run, write_zip
-from radmi.bundle.verify import check_net_in_out, check_torchscript, load_network, verify_bundle
+from radmi.bundle.verify import (
+    check_net_in_out,
+    check_torchscript,
+    load_network,
+    parse_sha256,
+    unpacked_bundle,
+    verify_bundle,
+)
 from radmi.cli import main as radmi_main
 from radmi.data.labels import CHEXPERT_LABELS
 from radmi.errors import BundleError
@@ -95,6 +102,85 @@ def test_verify_command_exit_status(exported, capsys):
     _, result = exported
     assert radmi_main(["bundle", "verify", str(result.zip_path), "--sha256", "f" * 64]) == 1
     assert "SHA256 mismatch" in capsys.readouterr().err
+
+
+def test_parse_sha256_accepts_bare_hash_and_sha256sum_lines():
+    digest = "ab" * 32
+    assert parse_sha256(digest) == digest
+    assert parse_sha256(digest.upper() + "\n") == digest
+    assert parse_sha256(f"{digest}  radmi_cxr_findings_v1.zip\n") == digest  # what `bundle export` writes
+    assert parse_sha256(f"{digest} *radmi_cxr_findings_v1.zip") == digest  # sha256sum --binary
+    assert parse_sha256(f"SHA256 (radmi_cxr_findings_v1.zip) = {digest}") == digest  # BSD / shasum --tag
+    other = "cd" * 32
+    listing = f"{other}  other.zip\n{digest}  radmi_cxr_findings_v1.zip\n"
+    assert parse_sha256(listing, "radmi_cxr_findings_v1.zip") == digest
+    with pytest.raises(BundleError, match="none for"):
+        parse_sha256(listing, "missing.zip")
+    for bad in ("", "abc", "zz" * 32, f"{digest[:-1]}  name.zip"):
+        with pytest.raises(BundleError, match="SHA256"):
+            parse_sha256(bad)
+
+
+def test_verify_command_takes_bare_hash_sha256_line_and_sha256_file(exported, tmp_path, capsys):
+    _, result = exported
+    # a copy without the .sha256 beside it, so only the given hash is compared
+    zip_copy = tmp_path / result.zip_path.name
+    zip_copy.write_bytes(result.zip_path.read_bytes())
+    line = result.sha256_path.read_text()
+    assert line == f"{result.sha256}  {result.zip_path.name}\n"
+    for extra in (
+        ["--sha256", result.sha256],
+        ["--sha256", line],  # "$(cat ZIP.sha256)", as the README words it
+        ["--sha256", line.strip()],
+        ["--sha256-file", str(result.sha256_path)],
+    ):
+        assert radmi_main(["bundle", "verify", str(zip_copy), *extra]) == 0, extra
+        out = capsys.readouterr().out
+        assert "ok  SHA256 matches" in out and f"sha256: {result.sha256}" in out, extra
+
+
+def test_verify_command_wrong_hash_is_one_line(exported, tmp_path, capsys):
+    _, result = exported
+    wrong = tmp_path / "wrong.sha256"
+    wrong.write_text(f"{'0' * 64}  {result.zip_path.name}\n")
+    for extra in (["--sha256", f"{'0' * 64}  {result.zip_path.name}"], ["--sha256-file", str(wrong)]):
+        assert radmi_main(["bundle", "verify", str(result.zip_path), *extra]) == 1
+        captured = capsys.readouterr()
+        lines = captured.err.strip().splitlines()
+        assert len(lines) == 1 and "SHA256 mismatch" in lines[0] and "Traceback" not in captured.err, lines
+        assert "ok  " not in captured.out  # nothing was checked after the mismatch
+    assert radmi_main(["bundle", "verify", str(result.zip_path), "--sha256", "not-a-hash"]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "not a SHA256" in lines[0], lines
+    # --sha256 and --sha256-file together: argparse refuses (exit status 2)
+    with pytest.raises(SystemExit) as exit_info:
+        radmi_main(["bundle", "verify", str(result.zip_path), "--sha256", result.sha256,
+                    "--sha256-file", str(result.sha256_path)])  # fmt: skip
+    assert exit_info.value.code == 2
+    # a folder has no hash
+    with pytest.raises(BundleError, match="not to an unpacked folder"):
+        verify_bundle(result.bundle_dir, sha256_file=result.sha256_path)
+
+
+def test_unpacked_bundle_checks_the_hash_first_and_cleans_up(exported, tmp_path):
+    _, result = exported
+    with unpacked_bundle(result.zip_path, f"{result.sha256}  {result.zip_path.name}") as unpacked:
+        root = unpacked.root
+        assert unpacked.sha256_checked and unpacked.sha256 == result.sha256
+        assert root.name == NAME and (root / "configs" / "inference.json").is_file()
+    assert not root.exists()
+    with pytest.raises(BundleError, match="SHA256 mismatch"), unpacked_bundle(result.zip_path, "1" * 64):
+        pytest.fail("unpacked despite a wrong hash")
+    # zip-slip: a member that would land outside the temporary folder is refused
+    evil = tmp_path / "evil.zip"
+    with zipfile.ZipFile(evil, "w") as archive:
+        archive.writestr("../escaped.txt", "x")
+    with pytest.raises(BundleError, match="escapes the extraction folder"), unpacked_bundle(evil):
+        pytest.fail("unpacked a zip-slip archive")
+    not_zip = tmp_path / "notes.zip"
+    not_zip.write_text("hello")
+    with pytest.raises(BundleError, match="not a zip file"), unpacked_bundle(not_zip):
+        pass
 
 
 def test_torchscript_export_matches_the_run(exported, tmp_path):

@@ -9,7 +9,7 @@ import pytest
 from pretrain_data import write_tiny_manifest
 
 from radmi.data.source import LAYOUTS, Layout, manifest_table, open_source, register_layout, resolve_cache
-from radmi.errors import ManifestError
+from radmi.errors import CacheError, ManifestError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,18 +57,21 @@ def test_resolve_cache_reuses_a_cache_and_a_manifest_as_they_are(tiny_manifest, 
 
     assert is_cache(prepared)
     # a cache is returned as is; nothing is written into the run folder
-    assert resolve_cache(prepared, tmp_path / "other") == prepared
+    assert resolve_cache(prepared, tmp_path / "other", image_size=32) == prepared
     assert not (tmp_path / "other").exists()
     # a manifest CSV is handed to prepare_cache itself (no copy in the run folder)
     assert open_source(tiny_manifest).manifest_file(tmp_path) == tiny_manifest
     assert not (tmp_path / "manifest.csv").exists()
+    # a cache of another size than the recipe's is refused, not read at the wrong size
+    with pytest.raises(CacheError, match="the cache holds 32 px images but the recipe's image_size is 64"):
+        resolve_cache(prepared, tmp_path / "other", image_size=64)
 
 
 def test_classification_dataset_reads_a_resolved_cache(prepared):
     from radmi.data.cache import CachedDataset
     from radmi.engines.classify import classification_dataset
 
-    dataset = classification_dataset(prepared, "train")
+    dataset = classification_dataset(prepared, "train", image_size=32)
     assert isinstance(dataset, CachedDataset) and len(dataset) == 4
 
 
@@ -76,7 +79,7 @@ def test_deprecated_engine_alias_still_resolves(prepared, tmp_path):
     from radmi.engines.pretrain import resolve_cache as old_resolve_cache
 
     with pytest.warns(DeprecationWarning, match="radmi.data.source.resolve_cache"):
-        assert old_resolve_cache(prepared, tmp_path) == prepared
+        assert old_resolve_cache(prepared, tmp_path, image_size=32) == prepared
 
 
 def test_a_new_layout_is_one_builder_and_one_registry_entry(tiny_manifest, tmp_path):

@@ -20,13 +20,145 @@ def test_draw_writes_png_of_expected_size(tmp_path):
         image, maps, sentences, tmp_path / "x.png", boxes=[Box(5, 40, 25, 70, "Effusion", 1)]
     )
     with Image.open(path) as png:
-        assert png.size == figure_size(3) == (4 * 320, 400)
+        assert png.size == figure_size(3) == (1144, 615)
         pixels = np.asarray(png.convert("RGB"))
     assert pixels.std() > 10  # not a blank canvas
-    # 5 sentences wrap to a second row of panels
-    assert figure_size(5) == (4 * 320, 2 * 400)
+    # two columns of cells: 3 sentences + the radiograph fill 2 rows, 5 sentences 3 rows; a title adds a band
+    assert figure_size(5) == (1144, 880)
+    assert figure_size(3, title=True)[1] > figure_size(3)[1]
     with pytest.raises(ValueError):
         draw_explanation(image, maps[:2], sentences, tmp_path / "y.png")
+
+
+SENTENCES = [
+    "A right-sided central line tip projects over the superior vena cava.",
+    "No focal consolidation.",
+    "There is a large right apical pneumothorax.",
+    "There is a small right pleural effusion layering at the base.",
+    "The heart is moderately enlarged.",
+    "Large right apical pneumothorax.",
+    "Small right pleural effusion.",
+    "Moderate cardiomegaly.",
+]
+
+
+@pytest.mark.parametrize("n_sentences", [1, 2, 3, 8])
+def test_picture_layout_has_no_empty_panel_and_readable_text(n_sentences, tmp_path):
+    """One axes per picture panel plus the colour bar, none empty; every sentence beside its map; the R/L
+    marker on every panel; no text under 9 pt; PNG size as figure_size; no large blank band."""
+    from matplotlib.image import AxesImage
+    from matplotlib.text import Text
+
+    from radmi.eval.explain import FONT_SIZE, explanation_figure, orientation_marker
+
+    rng = np.random.default_rng(n_sentences)
+    image = rng.random((64, 64)).astype(np.float32)
+    maps = rng.normal(size=(n_sentences, 4, 4)).astype(np.float32)
+    sentences = SENTENCES[:n_sentences]
+    boxes = [Box(5, 5, 30, 30, "Pneumothorax", n_sentences - 1), Box(30, 35, 60, 60, "Cardiomegaly", 0)]
+    marker = orientation_marker("PA", ["L", "F"])
+    fig = explanation_figure(image, maps, sentences, boxes, orientation=marker)
+    try:
+        width_in, height_in = fig.get_size_inches()
+        assert (round(width_in * fig.dpi), round(height_in * fig.dpi)) == figure_size(n_sentences)
+        panels = [ax for ax in fig.axes if ax.get_images()]
+        others = [ax for ax in fig.axes if not ax.get_images()]
+        assert len(panels) == n_sentences + 1  # the radiograph and one map per sentence
+        assert len(others) == 1 and others[0].collections  # the shared colour bar, not an empty axes
+        # each map panel: the radiograph under the model's map, drawn as given
+        for k, ax in enumerate(panels[1:]):
+            gray, heat = ax.get_images()
+            np.testing.assert_array_equal(heat.get_array(), maps[k])
+            assert heat.get_clim() == (float(maps.min()), float(maps.max()))
+            assert heat.get_interpolation() == "bilinear" and heat.get_alpha() == 0.45
+            text = " ".join(t.get_text().replace("\n", " ") for t in ax.texts)
+            assert f"{k + 1}. {sentences[k]}" in text
+        # panels do not overlap (a grid), and all lie inside the figure
+        boxes_px = [ax.get_position().bounds for ax in panels]
+        for i, (x0, y0, w0, h0) in enumerate(boxes_px):
+            assert min(x0, y0) >= 0 and x0 + w0 <= 1 and y0 + h0 <= 1
+            for x1, y1, w1, h1 in boxes_px[i + 1 :]:
+                assert x0 + w0 <= x1 or x1 + w1 <= x0 or y0 + h0 <= y1 or y1 + h1 <= y0
+        markers = [t for ax in panels for t in ax.texts if t.get_gid() == "orientation-marker"]
+        assert len(markers) == n_sentences + 1 and {t.get_text() for t in markers} == {"R"}
+        assert all(
+            t.get_position()[0] < 0.5 for t in markers
+        )  # L\F: the patient's right on the viewer's left
+        texts = [t for t in fig.findobj(Text) if t.get_text().strip()]
+        assert min(t.get_fontsize() for t in texts) >= 9 and FONT_SIZE >= 10
+        # box labels are written out in readable text, not tiny labels on the image
+        radiograph_text = " ".join(t.get_text().replace("\n", " ") for t in panels[0].texts)
+        assert "1 Pneumothorax" in radiograph_text and "2 Cardiomegaly" in radiograph_text
+        assert all(isinstance(im, AxesImage) for ax in panels for im in ax.get_images())
+        fig.canvas.draw()
+        pixels = np.asarray(fig.canvas.buffer_rgba())[..., :3]
+        # the sentence text beside each map stays inside the figure and off every other panel
+        renderer = fig.canvas.get_renderer()
+        figure_box = fig.bbox
+        for ax in panels:
+            for t in ax.texts:
+                extent = t.get_window_extent(renderer)
+                assert figure_box.x0 <= extent.x0 and extent.x1 <= figure_box.x1 + 1, t.get_text()
+                assert figure_box.y0 <= extent.y0 and extent.y1 <= figure_box.y1 + 1, t.get_text()
+                for other in panels:
+                    if other is not ax:
+                        assert not extent.overlaps(other.get_window_extent(renderer)), t.get_text()
+    finally:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+    # no half-blank page: at most a fifth of the pixel rows are plain white
+    blank_rows = (pixels.min(axis=(1, 2)) >= 250).mean()
+    assert blank_rows < 0.2, blank_rows
+
+
+def test_orientation_marker_from_view_and_patient_orientation():
+    from radmi.eval.explain import orientation_marker
+
+    standard = orientation_marker("PA", ["L", "F"])
+    assert (standard.text, standard.side) == ("R", "left")
+    flipped = orientation_marker("AP", "R\\F")  # the DICOM string form
+    assert (flipped.text, flipped.side) == ("R", "right")
+    assert orientation_marker("", ["L", "F"]).text == "R"  # no view, but the rows run to the patient's left
+    assumed = orientation_marker("AP", None)
+    assert (assumed.text, assumed.side) == ("R?", "left") and "assumed" in assumed.note
+    contradicting = orientation_marker("PA", ["P", "F"])  # rows do not run left-right: not trusted
+    assert contradicting.text == "R?"
+    assert orientation_marker("LATERAL", ["L", "F"]).text is None  # no R/L across a lateral view
+    assert orientation_marker("LL", None).text is None
+    unknown = orientation_marker(None, None)
+    assert unknown.text is None and "unknown" in unknown.note
+
+
+def test_explain_image_reads_the_marker_from_the_dicom_header(tiny_local_run, tmp_path, monkeypatch):
+    import pydicom
+
+    import radmi.eval.explain as explain
+    from tests._bundle_fixtures import random_pixels, write_dicom
+
+    drawn = {}
+
+    def capture(image, maps, captions, path, boxes=(), title=None, orientation=None):
+        drawn["orientation"] = orientation
+        return path
+
+    monkeypatch.setattr(explain, "draw_explanation", capture)
+    run = explain.PretrainedRun(tiny_local_run[0])
+    dicom = write_dicom(tmp_path / "flipped.dcm", random_pixels(3, rows=64, cols=64))
+    ds = pydicom.dcmread(dicom)
+    ds.ViewPosition, ds.PatientOrientation = "PA", ["R", "F"]
+    ds.save_as(dicom)
+    report = "FINDINGS: The heart is enlarged. No effusion."
+    explain.explain_image(run, dicom, report, tmp_path / "a.png")
+    assert (drawn["orientation"].text, drawn["orientation"].side) == ("R", "right")
+    explain.explain_image(run, dicom, report, tmp_path / "b.png", patient_orientation=["L", "F"])
+    assert (drawn["orientation"].text, drawn["orientation"].side) == ("R", "left")
+    png = tmp_path / "c.png"
+    Image.fromarray((np.random.default_rng(0).random((64, 64)) * 255).astype(np.uint8)).save(png)
+    explain.explain_image(run, png, report, tmp_path / "c_explain.png")
+    assert drawn["orientation"].text is None  # a PNG has no header: no marker rather than a guess
+    explain.explain_image(run, png, report, tmp_path / "d_explain.png", view_position="AP")
+    assert drawn["orientation"].text == "R?"
 
 
 def _make_run(

@@ -251,7 +251,7 @@ def test_schema_json_matches_the_code():
 
 
 def test_folder_export_unreadable_file_is_a_manifest_error(tmp_path):
-    # the builder reads headers with radmi.transforms.dicom.read_dicom_header and names the bad file
+    # the builder reads headers with radmi.transforms.dicom_decode.read_dicom_header and names the bad file
     export = tmp_path / "export"
     export.mkdir()
     ds = xray_dataset(known_pixels(4, 4), view_position="PA")

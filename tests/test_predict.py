@@ -71,7 +71,8 @@ def test_bad_files_are_listed_and_the_rest_predicted(bundle, inputs, tmp_path, c
     assert status == 0
     assert "predicted 3 of 5 images; 2 could not be read" in capsys.readouterr().out
     table = pd.read_csv(out, keep_default_na=False)
-    assert list(table.columns) == ["path", "dicom_id", "study_id", "status", "error", *CHEXPERT_LABELS]
+    # no input names a study (no manifest, no s<digits> folder), so there is no all-empty study_id column
+    assert list(table.columns) == ["path", "dicom_id", "status", "error", *CHEXPERT_LABELS]
     rows = {row["dicom_id"]: row for row in table.to_dict("records")}
     assert rows["not_dicom"]["status"] == "error" and "DicomError" in rows["not_dicom"]["error"]
     assert rows["truncated"]["status"] == "error" and rows["truncated"]["error"]
@@ -114,3 +115,83 @@ def test_single_file_input(bundle, tmp_path):
 
     summary = predict(bundle_dir, dicom, tmp_path / "one.csv", device="cpu", progress=False)
     assert (summary.num_images, summary.num_predicted) == (1, 1)
+
+
+@pytest.fixture(scope="module")
+def bundle_zip(bundle, tmp_path_factory):
+    """The bundle folder zipped as a release (``<name>/...``) with its ``.sha256`` beside it."""
+    from radmi.bundle.export import write_zip
+    from radmi.data.cache_store import file_sha256
+
+    _, bundle_dir = bundle
+    release = tmp_path_factory.mktemp("release")
+    zip_path = release / "radmi_cxr_findings_v0.0.1.zip"
+    write_zip(bundle_dir, zip_path)
+    digest = file_sha256(zip_path)
+    (release / f"{zip_path.name}.sha256").write_text(f"{digest}  {zip_path.name}\n")
+    return zip_path, digest
+
+
+def test_a_bundle_zip_as_bundle_is_unpacked_and_runs(bundle, bundle_zip, inputs, tmp_path, capsys):
+    model, bundle_dir = bundle
+    zip_path, digest = bundle_zip
+    out = tmp_path / "from_zip.csv"
+    status = radmi_main(
+        ["predict", "--bundle", str(zip_path), "--input", str(inputs), "--out", str(out), "--batch-size", "2",
+         "--device", "cpu", "--no-progress"]
+    )  # fmt: skip
+    assert status == 0
+    assert "predicted 3 of 5 images" in capsys.readouterr().out
+    table = pd.read_csv(out, keep_default_na=False)
+    row = table[table["dicom_id"] == "a"].iloc[0]
+    got = torch.tensor([float(row[name]) for name in CHEXPERT_LABELS])
+    torch.testing.assert_close(got, expected_probabilities(model, row["path"]), atol=2e-6, rtol=0)
+    # the temporary folder is gone, nothing was written beside the zip
+    assert sorted(p.name for p in zip_path.parent.iterdir()) == [zip_path.name, f"{zip_path.name}.sha256"]
+
+    from radmi.bundle.predict import predict
+
+    dicom = inputs / "a.dcm"
+    summary = predict(zip_path, dicom, tmp_path / "one.csv", device="cpu", progress=False,
+                      sha256=f"{digest}  {zip_path.name}")  # fmt: skip
+    assert (summary.num_images, summary.num_predicted) == (1, 1)
+    with pytest.raises(BundleError, match="SHA256 mismatch"):
+        predict(zip_path, dicom, tmp_path / "two.csv", device="cpu", progress=False, sha256="0" * 64)
+    with pytest.raises(BundleError, match="not to an unpacked folder"):
+        predict(bundle_dir, dicom, tmp_path / "three.csv", device="cpu", progress=False, sha256=digest)
+    assert not (tmp_path / "two.csv").exists() and not (tmp_path / "three.csv").exists()
+
+
+def test_a_tampered_bundle_zip_is_refused_in_one_line(bundle_zip, inputs, tmp_path, capsys):
+    zip_path, digest = bundle_zip
+    tampered = tmp_path / zip_path.name
+    tampered.write_bytes(zip_path.read_bytes() + b"\0")
+    (tmp_path / f"{zip_path.name}.sha256").write_text(f"{digest}  {zip_path.name}\n")
+    out = tmp_path / "results.csv"
+    status = radmi_main(
+        ["predict", "--bundle", str(tampered), "--input", str(inputs), "--out", str(out), "--device", "cpu",
+         "--no-progress"]
+    )  # fmt: skip
+    assert status == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "SHA256 mismatch" in lines[0], lines
+    assert not out.exists()
+    # a file that is not a zip, and a folder that is not a bundle, are named as such
+    not_zip = tmp_path / "bundle.zip"
+    not_zip.write_text("not a zip")
+    assert radmi_main(["predict", "--bundle", str(not_zip), "--input", str(inputs), "--out", str(out)]) == 1
+    assert "not a zip file" in capsys.readouterr().err
+    assert radmi_main(["predict", "--bundle", str(tmp_path), "--input", str(inputs), "--out", str(out)]) == 1
+    assert "not a findings bundle folder" in capsys.readouterr().err
+
+
+def test_study_id_comes_from_a_mimic_style_study_folder(tmp_path):
+    from radmi.bundle.inference import list_inputs, study_id_from_path
+
+    assert study_id_from_path(tmp_path / "p10" / "p10000032" / "s50414267" / "x.dcm") == "50414267"
+    assert study_id_from_path(tmp_path / "series1" / "x.dcm") == ""
+    assert study_id_from_path(tmp_path / "s12ab" / "x.dcm") == ""
+    study = tmp_path / "files" / "p10" / "p10000032" / "s50414267"
+    study.mkdir(parents=True)
+    (study / "img.dcm").write_bytes(b"")
+    assert [row["study_id"] for row in list_inputs(tmp_path / "files")] == ["50414267"]

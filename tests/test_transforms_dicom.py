@@ -29,7 +29,7 @@ from pydicom.pixels import apply_modality_lut, apply_voi_lut
 from pydicom.pixels.decoders.base import get_decoder
 
 from radmi.errors import DicomError, MissingCodecError
-from radmi.transforms import dicom as dicom_module
+from radmi.transforms import dicom_decode as dicom_module
 from radmi.transforms.dicom import (
     LoadXRay,
     LoadXRayd,

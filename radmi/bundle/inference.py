@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,16 @@ def _is_dicom_candidate(path: Path) -> bool:
     return path.name.lower().endswith(DICOM_SUFFIXES) or _has_dicom_preamble(path)
 
 
+#: a MIMIC-CXR study folder name: ``s`` and the study id
+_MIMIC_STUDY_FOLDER = re.compile(r"s(\d+)")
+
+
+def study_id_from_path(path: Path) -> str:
+    """The study id of a file in a MIMIC-CXR-style tree (``.../s50414267/<dicom_id>.dcm``), else ``""``."""
+    match = _MIMIC_STUDY_FOLDER.fullmatch(path.parent.name)
+    return match.group(1) if match else ""
+
+
 def list_inputs(source: str | Path) -> list[dict[str, Any]]:
     """The data list for inference: one dict per image, in a stable order.
 
@@ -64,7 +75,8 @@ def list_inputs(source: str | Path) -> list[dict[str, Any]]:
 
     Returns:
         dicts with ``image_path`` (absolute path, read by the preprocessing), ``path`` (the same, kept for the
-        output), ``dicom_id``, ``study_id`` (empty when unknown) and ``index`` (input order).
+        output), ``dicom_id``, ``study_id`` (the manifest's; for files, from a MIMIC-CXR-style ``s<digits>``
+        parent folder, else empty) and ``index`` (input order).
 
     Raises:
         BundleError: the source does not exist, or a folder holds no DICOM file.
@@ -81,14 +93,14 @@ def list_inputs(source: str | Path) -> list[dict[str, Any]]:
             for row in frame.itertuples(index=False)
         ]
     elif path.is_file():
-        rows = [{"path": str(path.resolve()), "dicom_id": path.stem, "study_id": ""}]
+        rows = [{"path": str(path.resolve()), "dicom_id": path.stem, "study_id": study_id_from_path(path)}]
     else:
         files = sorted(p for p in path.rglob("*") if p.is_file() and _is_dicom_candidate(p))
         if not files:
             raise BundleError(
                 "the folder holds no DICOM file (*.dcm, *.dicom or extension-less DICOM)", path=path
             )
-        rows = [{"path": str(p.resolve()), "dicom_id": p.stem, "study_id": ""} for p in files]
+        rows = [{"path": str(p.resolve()), "dicom_id": p.stem, "study_id": study_id_from_path(p)} for p in files]
     for index, row in enumerate(rows):
         row["image_path"] = row["path"]  # the key radmi.data.pipeline.image_transforms reads
         row["index"] = index
@@ -187,7 +199,8 @@ class ProbabilityWriter:
     The evaluator must run with ``decollate=False`` and a sigmoid in its postprocessing, so that
     ``engine.state.output["pred"]`` is ``B x F`` probabilities for the readable files of ``engine.state.batch``.
 
-    CSV columns: ``path, dicom_id, study_id, status`` (``ok`` or ``error``), ``error``, then one column per
+    CSV columns: ``path, dicom_id, study_id, status`` (``ok`` or ``error``; ``study_id`` only when some input has one:
+    a manifest row or a MIMIC-CXR-style ``s<digits>`` folder), ``error``, then one column per
     finding (probability in [0, 1], empty for a failed file). The JSON holds ``findings`` (names), ``predictions``
     (one object per file with ``probabilities`` by name, or ``error``) and the counts.
 
@@ -270,10 +283,12 @@ class ProbabilityWriter:
     def write(self, engine=None) -> None:
         self.rows.sort(key=lambda row: row["index"])
         self.output_dir.mkdir(parents=True, exist_ok=True)
+        # a column that is empty on every row says nothing; it is written only when some row has a study id
+        ids = ("path", "dicom_id", "study_id") if any(row["study_id"] for row in self.rows) else ("path", "dicom_id")
         table = pd.DataFrame(
             [
                 {
-                    **{key: row[key] for key in ("path", "dicom_id", "study_id", "status", "error")},
+                    **{key: row[key] for key in (*ids, "status", "error")},
                     **dict(
                         zip(
                             self.finding_names,
@@ -284,12 +299,12 @@ class ProbabilityWriter:
                 }
                 for row in self.rows
             ],
-            columns=["path", "dicom_id", "study_id", "status", "error", *self.finding_names],
+            columns=[*ids, "status", "error", *self.finding_names],
         )
         table.to_csv(self.csv_path, index=False, float_format="%.6f")
         records = []
         for row in self.rows:
-            record = {key: row[key] for key in ("path", "dicom_id", "study_id", "status")}
+            record = {key: row[key] for key in (*ids, "status")}
             if row["probabilities"] is None:
                 record["error"] = row["error"]
             else:

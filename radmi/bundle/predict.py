@@ -43,28 +43,66 @@ def predict(
     batch_size: int | None = None,
     num_workers: int | None = None,
     progress: bool = True,
+    sha256: str | None = None,
 ) -> PredictionSummary:
     """Classify DICOMs with a findings bundle.
 
     Args:
-        bundle: the unpacked bundle folder (``configs/inference.json``, ``models/model.pt``).
+        bundle: the unpacked bundle folder (``configs/inference.json``, ``models/model.pt``), or the bundle zip
+            itself: it is then checked against its SHA256 (``sha256``, else the ``<zip>.sha256`` file beside it
+            when there is one) and unpacked into a temporary folder that is removed after the run
+            (:func:`radmi.bundle.verify.unpacked_bundle`).
         inputs: a folder of DICOMs, one DICOM file or a radmi manifest CSV (the bundle's ``dataset_dir``).
         out: the CSV to write; a JSON with the same stem is written beside it.
         device: ``cpu``, ``cuda`` or ``cuda:N``; the bundle's default (CUDA when available) when None.
         batch_size: images per forward pass; the bundle's default when None.
         num_workers: DataLoader worker processes; the bundle's default when None.
         progress: show a tqdm progress bar.
+        sha256: expected SHA256 of a bundle zip (bare hash or the ``.sha256`` file's line); an error for a folder.
 
     Returns:
         the counts (an unreadable file is counted in ``num_failed`` and listed in the CSV with its error).
     """
+    from radmi.bundle.verify import unpacked_bundle
+
+    options = dict(device=device, batch_size=batch_size, num_workers=num_workers, progress=progress)
+    if not Path(bundle).exists():
+        raise BundleError("no such bundle folder or zip", path=bundle)
+    if Path(bundle).is_file():  # the release zip: hash check, then unpacked (a non-zip file is refused there)
+        with unpacked_bundle(bundle, sha256) as unpacked:
+            logger.info(
+                "bundle zip %s%s, unpacked to %s",
+                bundle,
+                " (SHA256 matches)" if unpacked.sha256_checked else "",
+                unpacked.root,
+            )
+            return _predict_folder(unpacked.root, inputs, out, **options)
+    if sha256:
+        raise BundleError("a SHA256 applies to the bundle zip, not to an unpacked folder", path=bundle)
+    return _predict_folder(Path(bundle), inputs, out, **options)
+
+
+def _predict_folder(
+    bundle: Path,
+    inputs: str | Path,
+    out: str | Path,
+    *,
+    device: str | None,
+    batch_size: int | None,
+    num_workers: int | None,
+    progress: bool,
+) -> PredictionSummary:
     import torch
     from monai.bundle import ConfigWorkflow
 
     root = Path(bundle).resolve()
     config = root / "configs" / "inference.json"
     if not config.is_file():
-        raise BundleError("not a findings bundle folder (configs/inference.json missing)", path=root)
+        raise BundleError(
+            "not a findings bundle folder (configs/inference.json missing); give the unpacked bundle folder "
+            "or the bundle zip",
+            path=root,
+        )
     if device is not None and device.startswith("cuda") and not torch.cuda.is_available():
         raise BundleError(f"--device {device} asked for, but PyTorch sees no CUDA device")
     output_dir, output_name = _output_name(Path(out).resolve())

@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import tempfile
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,20 +59,88 @@ class VerifyReport:
         logger.info("bundle check passed: %s", what)
 
 
-def read_sha256_file(path: str | Path) -> str:
-    """The hash from a ``sha256sum``-style file (``<hex>  <name>``)."""
-    text = Path(path).read_text().strip()
-    if not text:
+#: A SHA256 digest as ``sha256sum`` prints it: 64 hex digits.
+_HEX_DIGEST = re.compile(r"[0-9a-fA-F]{64}")
+#: BSD ``sha256 -r``/``shasum --tag`` style: ``SHA256 (name) = <hex>``.
+_BSD_LINE = re.compile(r"SHA256\s*\((?P<name>.*)\)\s*=\s*(?P<digest>[0-9a-fA-F]{64})", re.IGNORECASE)
+
+
+def _digest_and_name(line: str) -> tuple[str, str | None] | None:
+    """``(hex, name)`` of one hash line (bare hash, ``<hex>  <name>``, ``<hex> *<name>`` or BSD style)."""
+    line = line.strip()
+    bsd = _BSD_LINE.fullmatch(line)
+    if bsd:
+        return bsd["digest"].lower(), bsd["name"].strip() or None
+    digest, _, rest = line.partition(" ")
+    if not _HEX_DIGEST.fullmatch(digest):
+        return None
+    name = rest.strip().lstrip("*").strip()  # "*name": sha256sum's binary-mode marker
+    return digest.lower(), name or None
+
+
+def parse_sha256(text: str, zip_name: str | None = None, *, source: str | Path | None = None) -> str:
+    """The expected SHA256 from what a user pastes or a ``.sha256`` file holds.
+
+    Accepted: a bare 64-digit hex hash; a ``sha256sum`` line ``<hex>  <name>`` (what ``radmi bundle export``
+    writes into ``<zip>.sha256``; ``<hex> *<name>`` too); a BSD line ``SHA256 (<name>) = <hex>``. Several lines
+    (a checksum list): the one whose name is ``zip_name`` is used; a single line is used whatever its name,
+    since the zip may have been renamed after download.
+
+    Args:
+        text: the hash or the file's content.
+        zip_name: the zip's file name, to pick a line of a checksum list.
+        source: the file the text came from, for the error message.
+
+    Raises:
+        BundleError: no SHA256 in the text, or a list with no line for ``zip_name``.
+    """
+    lines = [line for line in str(text).splitlines() if line.strip()]
+    if not lines:
+        raise BundleError("empty SHA256: expected 64 hex digits, or a '<hash>  <zip name>' line", path=source)
+    parsed = [_digest_and_name(line) for line in lines]
+    if any(item is None for item in parsed):
+        bad = lines[parsed.index(None)].strip()
+        shown = bad if len(bad) <= 80 else bad[:77] + "..."
+        raise BundleError(
+            f"not a SHA256: {shown!r} (expected 64 hex digits, optionally followed by the zip name as in "
+            "the .sha256 file)",
+            path=source,
+        )
+    if len(parsed) == 1:
+        return parsed[0][0]
+    named = [(digest, Path(name).name) for digest, name in parsed if name is not None]
+    matches = {digest for digest, name in named if name == zip_name}
+    if len(matches) != 1:
+        raise BundleError(
+            f"{len(parsed)} SHA256 lines and {'none' if not matches else 'several'} for {zip_name or 'the zip'}",
+            path=source,
+        )
+    return matches.pop()
+
+
+def read_sha256_file(path: str | Path, zip_name: str | None = None) -> str:
+    """The hash from a ``sha256sum``-style file (``<hex>  <name>``); see :func:`parse_sha256`."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise BundleError(f"cannot read the SHA256 file: {err.strerror}", path=path) from err
+    if not text.strip():
         raise BundleError("empty SHA256 file", path=path)
-    return text.split()[0].lower()
+    return parse_sha256(text, zip_name, source=path)
 
 
 def check_sha256(zip_path: str | Path, expected: str) -> str:
-    """Compare a zip's SHA256 with ``expected``; raise :class:`BundleError` on a mismatch. Returns the hash."""
+    """Compare a zip's SHA256 with ``expected``; raise :class:`BundleError` on a mismatch. Returns the hash.
+
+    ``expected`` is anything :func:`parse_sha256` accepts: a bare hash or the ``.sha256`` file's line.
+    """
+    zip_path = Path(zip_path)
+    wanted = parse_sha256(expected, zip_path.name)
     actual = file_sha256(zip_path)
-    if actual != expected.strip().lower():
+    if actual != wanted:
         raise BundleError(
-            f"SHA256 mismatch: expected {expected.strip().lower()}, the file has {actual}. The download is "
+            f"SHA256 mismatch: expected {wanted}, the file has {actual}. The download is "
             "corrupt or the bundle is not the one published; do not use it",
             path=zip_path,
         )
@@ -262,35 +333,91 @@ def verify_bundle_dir(
     return report
 
 
+def expected_sha256(
+    zip_path: str | Path, sha256: str | None = None, sha256_file: str | Path | None = None
+) -> str | None:
+    """The hash a zip must have: ``sha256`` (bare or a ``.sha256`` line), else the content of ``sha256_file``,
+    else the ``<zip>.sha256`` file beside the zip when there is one, else None (nothing to compare with)."""
+    zip_path = Path(zip_path)
+    if sha256 and sha256_file:
+        raise BundleError("give the SHA256 either as --sha256 or as --sha256-file, not both")
+    if sha256:
+        return parse_sha256(sha256, zip_path.name)
+    if sha256_file:
+        return read_sha256_file(sha256_file, zip_path.name)
+    sidecar = zip_path.with_name(zip_path.name + ".sha256")
+    return read_sha256_file(sidecar, zip_path.name) if sidecar.is_file() else None
+
+
+@dataclass
+class UnpackedBundle:
+    """A bundle zip unpacked by :func:`unpacked_bundle`: its root folder and what was checked."""
+
+    root: Path
+    sha256: str
+    sha256_checked: bool
+
+
+@contextmanager
+def unpacked_bundle(
+    zip_path: str | Path,
+    sha256: str | None = None,
+    sha256_file: str | Path | None = None,
+    *,
+    dir: str | Path | None = None,
+) -> Iterator[UnpackedBundle]:
+    """Check a bundle zip's SHA256 (when one is known, see :func:`expected_sha256`), then unpack it into a
+    temporary folder that is removed on exit.
+
+    The hash is compared before anything in the zip is read; no member may land outside the temporary folder
+    (zip-slip). The yielded ``root`` is the bundle folder inside (the zip's single top folder with
+    ``configs/metadata.json``).
+
+    Raises:
+        BundleError: a hash mismatch, a file that is not a zip, a member escaping the folder, or no bundle inside.
+    """
+    zip_path = Path(zip_path)
+    if not zip_path.is_file():
+        raise BundleError("no such bundle zip", path=zip_path)
+    expected = expected_sha256(zip_path, sha256, sha256_file)
+    actual = check_sha256(zip_path, expected) if expected else file_sha256(zip_path)
+    if not zipfile.is_zipfile(zip_path):
+        raise BundleError("not a zip file", path=zip_path)
+    with tempfile.TemporaryDirectory(prefix="radmi-bundle-", dir=dir) as tmp:
+        try:
+            _safe_extract(zip_path, Path(tmp))
+        except (zipfile.BadZipFile, OSError) as err:
+            raise BundleError(f"cannot unpack the zip: {err}", path=zip_path) from err
+        yield UnpackedBundle(
+            root=_bundle_root_in(Path(tmp)), sha256=actual, sha256_checked=expected is not None
+        )
+
+
 def verify_bundle(
     path: str | Path,
     sha256: str | None = None,
     *,
+    sha256_file: str | Path | None = None,
     online_schema: bool = False,
 ) -> VerifyReport:
     """Verify a bundle folder or zip.
 
-    For a zip, the expected hash is ``sha256`` if given, else the ``<zip>.sha256`` file beside it if present; a
-    mismatch raises :class:`BundleError` before anything in the zip is read. A folder has no hash: passing
-    ``sha256`` for a folder is an error.
+    For a zip, the expected hash is ``sha256`` if given (a bare hash or the ``.sha256`` file's
+    ``<hash>  <name>`` line), else the content of ``sha256_file``, else the ``<zip>.sha256`` file beside it if
+    present; a mismatch raises :class:`BundleError` before anything in the zip is read. A folder has no hash:
+    passing a SHA256 for a folder is an error.
     """
     path = Path(path)
     if not path.exists():
         raise BundleError("no such bundle folder or zip", path=path)
     if path.is_dir():
-        if sha256:
+        if sha256 or sha256_file:
             raise BundleError("a SHA256 applies to the bundle zip, not to an unpacked folder", path=path)
         return verify_bundle_dir(path, online_schema=online_schema)
-    sidecar = path.with_name(path.name + ".sha256")
-    expected = sha256 or (read_sha256_file(sidecar) if sidecar.is_file() else None)
-    actual = check_sha256(path, expected) if expected else file_sha256(path)
-    if not zipfile.is_zipfile(path):
-        raise BundleError("not a zip file", path=path)
-    with tempfile.TemporaryDirectory() as tmp:
-        _safe_extract(path, Path(tmp))
-        report = verify_bundle_dir(_bundle_root_in(Path(tmp)), online_schema=online_schema)
+    with unpacked_bundle(path, sha256, sha256_file) as unpacked:
+        report = verify_bundle_dir(unpacked.root, online_schema=online_schema)
     report.bundle_dir = path
-    report.sha256 = actual
-    if expected:
+    report.sha256 = unpacked.sha256
+    if unpacked.sha256_checked:
         report.checks.insert(0, "SHA256 matches")
     return report

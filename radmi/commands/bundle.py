@@ -43,11 +43,24 @@ def configure(parser: argparse.ArgumentParser) -> None:
     verify = sub.add_parser(
         "verify",
         help="check a bundle folder or zip (SHA256, metadata, network in/out, TorchScript)",
-        description="Check a bundle folder or zip. A zip whose SHA256 differs from --sha256 (or from the "
-        "<zip>.sha256 file beside it) is refused.",
+        description="Check a bundle folder or zip. A zip whose SHA256 differs from --sha256, from --sha256-file "
+        "or (when neither is given) from the <zip>.sha256 file beside it is refused before it is unpacked.",
     )
     verify.add_argument("bundle", help="bundle folder or zip")
-    verify.add_argument("--sha256", default=None, help="expected SHA256 of the zip (hex)")
+    hash_source = verify.add_mutually_exclusive_group()
+    hash_source.add_argument(
+        "--sha256",
+        default=None,
+        metavar="HASH",
+        help="expected SHA256 of the zip: the 64 hex digits, or the whole '<hash>  <zip name>' line of the "
+        "release's .sha256 file",
+    )
+    hash_source.add_argument(
+        "--sha256-file",
+        default=None,
+        metavar="FILE",
+        help="the release's .sha256 file (sha256sum format) holding the expected hash",
+    )
     verify.add_argument(
         "--online-schema",
         action="store_true",
@@ -78,7 +91,12 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "verify":
         from radmi.bundle.verify import verify_bundle
 
-        report = verify_bundle(args.bundle, sha256=args.sha256, online_schema=args.online_schema)
+        report = verify_bundle(
+            args.bundle,
+            sha256=args.sha256,
+            sha256_file=args.sha256_file,
+            online_schema=args.online_schema,
+        )
         for check in report.checks:
             print(f"  ok  {check}")
         if report.sha256:

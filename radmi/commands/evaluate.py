@@ -13,8 +13,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from radmi.errors import ModelLoadError
-
 BUNDLE = "radmi_cxr_findings"
 #: Items copied from the training run's config into the evaluation.
 INHERITED = ("image_size", "views", "uncertainty_policy", "blank_policy")
@@ -36,9 +34,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def inherited_settings(run_dir: Path) -> dict[str, Any]:
     """The preprocessing items of the run's ``config.json`` (absent ones are left to the recipe)."""
-    path = run_dir / "config.json"
-    if not path.is_file():
-        raise ModelLoadError("not a radmi finetune run directory (no config.json)", path=run_dir)
+    from radmi.bundle.runs import require_run
+
+    path = require_run(run_dir, "finetune") / "config.json"
     config = json.loads(path.read_text())
     return {key: config[key] for key in INHERITED if key in config}
 

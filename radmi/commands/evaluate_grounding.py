@@ -44,10 +44,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from radmi.bundle.runs import require_run
+
+    run_dir = require_run(args.run_dir, "pretrain")  # before the slow imports: a wrong folder fails at once
     from radmi.eval import grounding
     from radmi.eval.explain import PretrainedRun
 
-    pretrained = PretrainedRun(args.run_dir, device=args.device)
+    pretrained = PretrainedRun(run_dir, device=args.device)
     pairs, counts = grounding.grounding_pairs(
         pretrained,
         args.data,

@@ -55,6 +55,9 @@ def _image_boxes(table_path: Path, image: Path):
 
 
 def run(args: argparse.Namespace) -> int:
+    from radmi.bundle.runs import require_run
+
+    run_dir = require_run(args.run, "pretrain")  # before the slow imports: a wrong folder fails at once
     from radmi.eval.explain import PretrainedRun, explain_image
 
     try:
@@ -62,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     except OSError as err:
         raise ReportError(f"cannot read the report: {err.strerror}", path=args.report) from err
     boxes = _image_boxes(args.boxes, args.image) if args.boxes else []
-    run_ = PretrainedRun(args.run, device=args.device)
+    run_ = PretrainedRun(run_dir, device=args.device)
     out = explain_image(
         run_, args.image, report, args.out / f"{args.image.name.split('.')[0]}_explain.png", boxes
     )

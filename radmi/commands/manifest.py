@@ -1,24 +1,34 @@
 """``radmi manifest``: build a manifest from a MIMIC-CXR tree or a hospital export, or check one.
 
 radmi manifest mimic-cxr ROOT --out M.csv [--frontal-only] [--image-ext auto|.dcm|.dcm.gz|.jpg]
-radmi manifest folder --images DIR --reports CSV --out M.csv
+radmi manifest folder --images DIR --reports CSV --out M.csv [--label-reports | --labels CSV]
+    [--split-fractions 0.8,0.1,0.1 --seed N | --split test] [--salt-file FILE | --salt TEXT]
+radmi manifest chexpert ROOT --out M.csv [--frontal-only] [--val-fraction 0.05] [--skip-bad]
+radmi manifest openi --reports DIR_OF_XML --images DIR_OF_PNG --out M.csv [--skip-bad]
 radmi manifest check M.csv [--problems problems.csv]
 """
 
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 from pathlib import Path
 
 from radmi.data.manifest import (
+    CHEXPERT_VAL_FRACTION,
     MIMIC_IMAGE_SUFFIXES,
+    OPENI_TEST_FRACTION,
+    OPENI_VAL_FRACTION,
     SPLITS,
+    build_chexpert_manifest,
     build_folder_manifest,
     build_mimic_manifest,
+    build_openi_manifest,
     check_manifest,
     split_counts,
     write_manifest,
 )
+from radmi.errors import RadmiError
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -60,6 +70,77 @@ def configure(parser: argparse.ArgumentParser) -> None:
     folder.add_argument(
         "--skip-bad", action="store_true", help="skip unreadable files / studies without report"
     )
+    folder_labels = folder.add_mutually_exclusive_group()
+    folder_labels.add_argument(
+        "--labels",
+        type=Path,
+        default=None,
+        help="the hospital's labels CSV: the --id-column plus the 14 CheXpert columns (1, 0, -1 or blank)",
+    )
+    folder_labels.add_argument(
+        "--label-reports", action="store_true", help="label every study from its report (radmi label's labeler)"
+    )
+    folder.add_argument(
+        "--split-fractions",
+        default=None,
+        metavar="TRAIN,VAL,TEST",
+        help="patient-level split by a hash of the subject id, e.g. 0.8,0.1,0.1 (stable when patients are added)",
+    )
+    folder.add_argument("--seed", type=int, default=0, help="seed of --split-fractions (default 0)")
+    folder_salt = folder.add_mutually_exclusive_group()
+    folder_salt.add_argument(
+        "--salt-file",
+        type=Path,
+        default=None,
+        help="file holding the secret salt of the subject-id hash, created with a random salt if absent "
+        "(default $RADMI_SALT_FILE or ~/.config/radmi/subject-id.salt); keep it private and keep it",
+    )
+    folder_salt.add_argument("--salt", default=None, help="the salt itself (instead of --salt-file)")
+
+    chexpert = sub.add_parser(
+        "chexpert", help="build from a CheXpert-v1.0(-small) folder (labels, no reports)"
+    )
+    chexpert.add_argument(
+        "root", type=Path, help="dataset folder holding train.csv, valid.csv and train/, valid/"
+    )
+    chexpert.add_argument("--out", type=Path, required=True, help="manifest CSV to write")
+    chexpert.add_argument(
+        "--frontal-only", action="store_true", help="keep the images CheXpert marks Frontal"
+    )
+    chexpert.add_argument(
+        "--val-fraction",
+        type=float,
+        default=CHEXPERT_VAL_FRACTION,
+        help=f"fraction of the training patients hashed into the validate split (default {CHEXPERT_VAL_FRACTION})",
+    )
+    chexpert.add_argument(
+        "--skip-bad", action="store_true", help="skip (and count) bad rows instead of stopping"
+    )
+
+    openi = sub.add_parser(
+        "openi", help="build from Open-i (Indiana University): report XML files + PNG images"
+    )
+    openi.add_argument(
+        "--reports", type=Path, required=True, help="folder of report XML files (ecgen-radiology)"
+    )
+    openi.add_argument("--images", type=Path, required=True, help="folder of the images (NLMCXR_png)")
+    openi.add_argument("--out", type=Path, required=True, help="manifest CSV to write")
+    openi.add_argument("--image-ext", default=".png", help="image file suffix (default .png)")
+    openi.add_argument(
+        "--val-fraction",
+        type=float,
+        default=OPENI_VAL_FRACTION,
+        help="fraction of reports hashed into validate",
+    )
+    openi.add_argument(
+        "--test-fraction",
+        type=float,
+        default=OPENI_TEST_FRACTION,
+        help="fraction of reports hashed into test",
+    )
+    openi.add_argument(
+        "--skip-bad", action="store_true", help="skip (and count) malformed XML and missing images"
+    )
 
     check = sub.add_parser("check", help="open every row and report problems (exit 1 if any)")
     check.add_argument("manifest", type=Path)
@@ -69,6 +150,54 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def _print_built(manifest, out: Path) -> None:
     print(f"wrote {out}: {len(manifest)} images")
     print(split_counts(manifest).to_string())
+
+
+def _print_skipped(skipped: list[dict]) -> None:
+    """Counts of skipped source items by reason kind (file names and reasons are in the log, never report text)."""
+    if not skipped:
+        return
+    kinds = Counter(item["reason"].split(":")[0].split(" (")[0] for item in skipped)
+    print(f"skipped {len(skipped)}: " + "; ".join(f"{n} {kind}" for kind, n in sorted(kinds.items())))
+
+
+def _run_folder(args: argparse.Namespace) -> int:
+    """``radmi manifest folder``: the salt from --salt or the salt file, fractions parsed, then the builder."""
+    from radmi.data.splits import default_salt_file, load_or_create_salt, parse_fractions
+
+    if args.split and args.split_fractions:
+        raise RadmiError("give either --split or --split-fractions, not both")
+    try:
+        fractions = None if args.split_fractions is None else parse_fractions(args.split_fractions)
+    except ValueError as err:
+        raise RadmiError(str(err)) from err
+    if args.salt is not None:
+        salt = args.salt
+    else:
+        salt_file = args.salt_file or default_salt_file()
+        salt, created = load_or_create_salt(salt_file)
+        if created:
+            print(
+                f"created {salt_file} with a random salt for the subject-id hash: keep it private, and keep it "
+                "(the same salt gives the same subject ids and splits on the next export)"
+            )
+    manifest = build_folder_manifest(
+        args.images,
+        args.reports,
+        args.out,
+        study_key=args.study_key,
+        id_column=args.id_column,
+        report_column=args.report_column,
+        split=args.split,
+        suffixes=None if args.all_files else (".dcm", ".dcm.gz"),
+        on_error="skip" if args.skip_bad else "raise",
+        salt=salt,
+        split_fractions=fractions,
+        seed=args.seed,
+        labels_csv=args.labels,
+        label_reports=args.label_reports,
+    )
+    _print_built(manifest, args.out)
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -83,18 +212,34 @@ def run(args: argparse.Namespace) -> int:
         _print_built(manifest, args.out)
         return 0
     if args.action == "folder":
-        manifest = build_folder_manifest(
-            args.images,
-            args.reports,
-            args.out,
-            study_key=args.study_key,
-            id_column=args.id_column,
-            report_column=args.report_column,
-            split=args.split,
-            suffixes=None if args.all_files else (".dcm", ".dcm.gz"),
+        return _run_folder(args)
+    if args.action == "chexpert":
+        skipped: list[dict] = []
+        manifest = build_chexpert_manifest(
+            args.root,
+            frontal_only=args.frontal_only,
+            val_fraction=args.val_fraction,
             on_error="skip" if args.skip_bad else "raise",
+            skipped=skipped,
+        )
+        write_manifest(manifest, args.out)
+        _print_built(manifest, args.out)
+        _print_skipped(skipped)
+        return 0
+    if args.action == "openi":
+        skipped = []
+        manifest = build_openi_manifest(
+            args.reports,
+            args.images,
+            args.out,
+            image_ext=args.image_ext,
+            val_fraction=args.val_fraction,
+            test_fraction=args.test_fraction,
+            on_error="skip" if args.skip_bad else "raise",
+            skipped=skipped,
         )
         _print_built(manifest, args.out)
+        _print_skipped(skipped)
         return 0
     result = check_manifest(args.manifest)
     if args.problems is not None:

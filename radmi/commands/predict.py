@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--bundle", required=True, help="unpacked findings bundle folder (e.g. from monai.bundle download)"
+        "--bundle",
+        required=True,
+        help="findings bundle folder (e.g. from monai.bundle download) or the bundle zip, unpacked to a "
+        "temporary folder after its SHA256 check",
+    )
+    sha = parser.add_mutually_exclusive_group()
+    sha.add_argument(
+        "--sha256", default=None, help="expected SHA256 of a bundle zip: the hash, or the line of its .sha256 file"
+    )
+    sha.add_argument(
+        "--sha256-file", type=Path, default=None, help="the zip's .sha256 file (default: <zip>.sha256 when present)"
     )
     parser.add_argument(
         "--input", required=True, help="a folder of DICOMs, one DICOM file, or a radmi manifest CSV"
@@ -28,6 +39,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from radmi.bundle.predict import predict
 
+    sha256 = args.sha256
+    if args.sha256_file is not None:
+        from radmi.bundle.verify import read_sha256_file
+
+        sha256 = read_sha256_file(args.sha256_file, Path(args.bundle).name)
     summary = predict(
         args.bundle,
         args.input,
@@ -36,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         num_workers=args.workers,
         progress=not args.no_progress,
+        sha256=sha256,
     )
     print(
         f"predicted {summary.num_predicted} of {summary.num_images} images"

@@ -15,6 +15,8 @@ and ``cache.json``. No report text is stored. :class:`CachedDataset` reads it ba
   Shards are read together, never copied into one file.
 - **Validating**: a row whose transform raises a radmi error (unreadable DICOM, missing report, bad label...)
   is listed in ``cache.json`` (row, file, reason) and counted, and the run goes on (``on_error="skip"``).
+- **Reports optional**: a row with an empty ``report_path`` (CheXpert) is kept with only the special tokens;
+  ``cache.json`` counts the kept rows that have a report (``counts.with_report``).
 - **Checked**: the manifest's SHA256 and the preprocessing parameters are recorded; asking for a cache
   with a different manifest or parameters raises :class:`~radmi.errors.CacheError`.
 """
@@ -446,6 +448,9 @@ def finalize_cache(
 
     bad = sorted((item for _, progress in states for item in progress["bad"]), key=lambda item: item["row"])
     bad_rows = np.array([item["row"] for item in bad], dtype=np.int64)
+    kept_rows = ~np.isin(np.arange(len(frame)), bad_rows)
+    # recorded so that pretraining can refuse a cache without reports (CheXpert) without opening the arrays
+    with_report = int((frame["report_path"].astype(str).str.strip() != "").to_numpy()[kept_rows].sum())
     index = frame.drop(columns=[c for c in PATH_COLUMNS if c in frame.columns]).reset_index(drop=True)
     index.insert(0, "row", np.arange(len(index)))
     shard_of_row = np.zeros(len(index), dtype=np.int64)
@@ -473,6 +478,7 @@ def finalize_cache(
             "kept": len(index),
             "bad": len(bad),
             "kept_by_split": {str(k): int(v) for k, v in index["split"].value_counts().sort_index().items()},
+            "with_report": with_report,
         },
         "bad_rows": bad,
     }

@@ -1,6 +1,6 @@
 """radmi manifests: one CSV row per image, the single input format of every radmi dataset.
 
-This module is the public façade; the work lives in four small modules, each with one job:
+This module is the public façade; the work lives in small modules, each with one job:
 
 - :mod:`radmi.data.manifest_schema`: the columns (``MANIFEST_COLUMNS``), value validation, ``read_manifest``
   (validates, returns absolute paths) and ``write_manifest`` (paths relative to its own folder);
@@ -8,6 +8,8 @@ This module is the public façade; the work lives in four small modules, each wi
   CSVs when present (vectorized merges), else by walking ``files/pNN/pNNNNNNNN/sNNNNNNNN/``;
 - :mod:`radmi.data.manifest_folder`: ``build_folder_manifest`` for a hospital export (DICOM files plus a CSV of
   study -> report text);
+- :mod:`radmi.data.manifest_chexpert`: ``build_chexpert_manifest`` for CheXpert-v1.0(-small) (labels, no
+  reports); :mod:`radmi.data.manifest_openi`: ``build_openi_manifest`` for Open-i (report XML + PNG images);
 - :mod:`radmi.data.manifest_check`: ``check_manifest`` (``radmi manifest check``) opens every row (image
   header, report, labels) and returns a per-row problem table.
 
@@ -17,6 +19,7 @@ Import from here (``radmi.data.manifest.build_mimic_manifest``); bundle configs 
 from __future__ import annotations
 
 from radmi.data.manifest_check import ManifestCheck, check_manifest
+from radmi.data.manifest_chexpert import CHEXPERT_VAL_FRACTION, build_chexpert_manifest
 from radmi.data.manifest_folder import build_folder_manifest
 from radmi.data.manifest_mimic import (
     CHEXPERT,
@@ -27,12 +30,14 @@ from radmi.data.manifest_mimic import (
     SPLIT,
     build_mimic_manifest,
 )
+from radmi.data.manifest_openi import OPENI_TEST_FRACTION, OPENI_VAL_FRACTION, build_openi_manifest
 from radmi.data.manifest_schema import (
     EDEMA_COLUMN,
     FRONTAL_VIEWS,
     ID_COLUMNS,
     MANIFEST_COLUMNS,
     MAX_PARENT_LEVELS,
+    OPTIONAL_COLUMNS,
     PATH_COLUMNS,
     SPLITS,
     TEXT_COLUMNS,
@@ -71,4 +76,11 @@ __all__ = [
     "split_counts",
     "typed_manifest",
     "write_manifest",
+    # CheXpert and Open-i (radmi/data/manifest_chexpert.py, manifest_openi.py)
+    "CHEXPERT_VAL_FRACTION",
+    "OPENI_TEST_FRACTION",
+    "OPENI_VAL_FRACTION",
+    "OPTIONAL_COLUMNS",
+    "build_chexpert_manifest",
+    "build_openi_manifest",
 ]

@@ -1,7 +1,7 @@
 """The manifest checker behind ``radmi manifest check``: open every row and list what is wrong.
 
 The schema and values are validated by :func:`radmi.data.manifest_schema.manifest_problems`; images are
-opened header-only (DICOM: :func:`radmi.transforms.dicom.read_xray_dicom_header`; PNG/JPG: Pillow) and
+opened header-only (DICOM: :func:`radmi.transforms.dicom_decode.read_xray_dicom_header`; PNG/JPG: Pillow) and
 reports are loaded with :class:`radmi.transforms.text.LoadReport`.
 """
 
@@ -24,9 +24,7 @@ from radmi.data.manifest_schema import (
     resolve_paths,
 )
 from radmi.errors import RadmiError
-from radmi.transforms.dicom import read_xray_dicom_header
-from radmi.transforms.image import is_image_file
-from radmi.transforms.text import LoadReport
+from radmi.transforms.dicom_decode import read_xray_dicom_header
 
 __all__ = ["ManifestCheck", "check_manifest"]
 
@@ -66,6 +64,8 @@ class ManifestCheck:
 
 def _check_image(path: str) -> str | None:
     """None if the image header is readable, else the reason (no pixel decoding)."""
+    from radmi.transforms.image import is_image_file  # here, not at the top: it imports MONAI (seconds)
+
     if is_image_file(path):
         try:
             with Image.open(path) as image:
@@ -85,6 +85,8 @@ def _check_image(path: str) -> str | None:
 
 
 def _check_report(path: str) -> str | None:
+    from radmi.transforms.text import LoadReport  # here, not at the top: it imports MONAI (seconds)
+
     try:
         LoadReport()(path)
     except RadmiError as err:

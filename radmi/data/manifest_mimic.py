@@ -25,7 +25,7 @@ from radmi.data.manifest_schema import (
     require_unique,
 )
 from radmi.errors import DicomError, ManifestError
-from radmi.transforms.dicom import read_dicom_header
+from radmi.transforms.dicom_decode import read_dicom_header
 
 __all__ = [
     "CHEXPERT",

@@ -28,6 +28,7 @@ __all__ = [
     "ID_COLUMNS",
     "MANIFEST_COLUMNS",
     "MAX_PARENT_LEVELS",
+    "OPTIONAL_COLUMNS",
     "PATH_COLUMNS",
     "SPLITS",
     "TEXT_COLUMNS",
@@ -49,6 +50,9 @@ TEXT_COLUMNS = (*ID_COLUMNS, *PATH_COLUMNS, "view", "split")
 EDEMA_COLUMN = "edema_severity"
 #: The manifest columns, in order.
 MANIFEST_COLUMNS: tuple[str, ...] = (*TEXT_COLUMNS, *CHEXPERT_LABELS, EDEMA_COLUMN)
+#: Optional columns after the schema's: ``write_manifest`` writes them when the table has them, readers ignore
+#: them. ``mesh_major``: Open-i's MeSH major terms of the report, ``;``-separated.
+OPTIONAL_COLUMNS: tuple[str, ...] = ("mesh_major",)
 #: Allowed ``split`` values; an empty split means "not assigned" (e.g. a hospital export).
 SPLITS = ("train", "validate", "test")
 FRONTAL_VIEWS = ("PA", "AP")
@@ -78,7 +82,8 @@ def manifest_problems(frame: pd.DataFrame) -> pd.DataFrame:
     for column in ("subject_id", "study_id"):
         if column in present:
             add(~frame[column].str.fullmatch(_DIGITS), column, "not a string of digits")
-    for column in ("dicom_id", *PATH_COLUMNS):
+    # an empty report_path is allowed: an image without a report (CheXpert); pretraining refuses such rows
+    for column in ("dicom_id", "image_path"):
         if column in present:
             add(frame[column].str.strip() == "", column, "empty")
     if "split" in present:
@@ -120,9 +125,9 @@ def _is_absolute(paths: pd.Series) -> pd.Series:
 
 
 def resolve_paths(paths: pd.Series, base: str | PathLike) -> pd.Series:
-    """Relative paths joined onto ``base`` (absolute ones kept), vectorized."""
+    """Relative paths joined onto ``base`` (absolute ones kept, empty ones = no file kept empty), vectorized."""
     base = os.path.abspath(base)
-    joined = paths.where(_is_absolute(paths), base + os.sep + paths)
+    joined = paths.where(_is_absolute(paths) | (paths == ""), base + os.sep + paths)
     dotted = joined.str.contains(
         r"(?:^|[\\/])\.\.?(?:[\\/]|$)"
     )  # "../files/..." -> normalized, only where needed
@@ -202,7 +207,7 @@ MAX_PARENT_LEVELS = 2
 
 
 def write_manifest(manifest: pd.DataFrame, path: str | PathLike, relative: bool = True) -> Path:
-    """Write ``manifest`` (the columns of ``MANIFEST_COLUMNS``) as CSV.
+    """Write ``manifest`` (the columns of ``MANIFEST_COLUMNS``, then any ``OPTIONAL_COLUMNS`` it has) as CSV.
 
     Args:
         manifest: ids/paths/view/split as strings, labels and edema as numbers or NaN.
@@ -212,7 +217,8 @@ def write_manifest(manifest: pd.DataFrame, path: str | PathLike, relative: bool 
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    out = manifest.loc[:, list(MANIFEST_COLUMNS)].copy()
+    extra = [c for c in OPTIONAL_COLUMNS if c in manifest.columns]
+    out = manifest.loc[:, [*MANIFEST_COLUMNS, *extra]].copy()
     if relative:
         base = str(path.resolve().parent)
         for column in PATH_COLUMNS:

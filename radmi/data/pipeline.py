@@ -45,6 +45,26 @@ def image_transforms(
     ]
 
 
+class LoadReportIfAnyd(MapTransform):
+    """``LoadReportd`` for manifests that may hold images without a report (an empty ``report_path``, e.g.
+    CheXpert): such a row gets an empty ``report``, hence no sentences and only the special tokens, so
+    ``radmi prepare`` and classification work on it. Pretraining refuses such data
+    (:func:`radmi.data.source.require_reports`); a missing or empty report *file* is still a ``ReportError``.
+    """
+
+    def __init__(self, keys: str = "report_path", output_key: str = "report") -> None:
+        super().__init__(keys)
+        self.output_key = output_key
+        self.load = LoadReportd(keys=keys, output_key=output_key)
+
+    def __call__(self, data) -> dict:
+        d = dict(data)
+        if all(not str(d[key]).strip() for key in self.key_iterator(d)):
+            d[self.output_key] = ""
+            return d
+        return self.load(d)
+
+
 def text_transforms(
     tokenizer=OFFLINE_DEFAULT,
     max_length: int = 128,
@@ -52,11 +72,13 @@ def text_transforms(
     fallback: str | None = DEFAULT_FALLBACK,
     max_sentences: int | None = None,
 ) -> list[MapTransform]:
-    """``report_path`` -> ``report``, ``input_ids``, ``attention_mask``, ``sentence_ids`` (T = ``max_length``)."""
+    """``report_path`` -> ``report``, ``input_ids``, ``attention_mask``, ``sentence_ids`` (T = ``max_length``).
+
+    An empty ``report_path`` (no report) gives an empty ``report`` and only the special tokens."""
     if isinstance(tokenizer, str):
         tokenizer = load_tokenizer(tokenizer)  # once, not per transform instance
     return [
-        LoadReportd(keys="report_path", output_key="report"),
+        LoadReportIfAnyd(keys="report_path", output_key="report"),
         ParseReportd(keys="report", sections=sections, fallback=fallback, sentences_key="sentences"),
         TokenizeReportd(tokenizer, keys="sentences", max_length=max_length, max_sentences=max_sentences),
         DeleteItemsd(keys="sentences"),  # variable-length lists do not collate

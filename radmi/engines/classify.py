@@ -33,9 +33,9 @@ from monai.inferers import Inferer
 from torch import nn
 
 from radmi.data.labels import CHEXPERT_LABELS
-from radmi.data.source import manifest_table, open_source
+from radmi.data.source import check_cache_image_size, manifest_table, open_source
 from radmi.engines.classify_metrics import MacroAUROC, evaluation_outputs, validation_score
-from radmi.errors import ManifestError, ModelLoadError
+from radmi.errors import CacheError, ManifestError, ModelLoadError
 from radmi.losses.classification import FindingLoss
 
 logger = logging.getLogger(__name__)
@@ -196,7 +196,8 @@ def classification_dataset(
     Args:
         data: a prepared cache folder (``cache.json``), a manifest CSV, or a MIMIC-CXR-layout folder.
         split: ``train``, ``validate`` or ``test``.
-        image_size: S, the model's input side (ignored for a cache, which fixed it when prepared).
+        image_size: S, the model's input side (a cache must hold images of this size: it fixed it when
+            prepared).
         uncertain, blank: label policies (``radmi.data.labels``).
         label_fraction: fraction of the split's patients kept (:mod:`radmi.data.fractions`), from ``seed``.
         views: keep only these ``view`` values (e.g. ``["PA", "AP"]``); None keeps all.
@@ -208,11 +209,19 @@ def classification_dataset(
     if source.is_cache:
         from radmi.data.cache import CachedDataset
 
+        check_cache_image_size(source.path, image_size)
         dataset = CachedDataset(source.path, split=split)
         table = dataset.index
         keep = np.ones(len(table), dtype=bool)
         if views is not None and "view" in table.columns:
             keep &= table["view"].isin(list(views)).to_numpy()
+        if not keep.any():  # an empty split would otherwise train or score nothing, silently
+            raise CacheError(
+                f"no rows in split {split!r}" + (f" with views {list(views)}" if views else "")
+                + "; assign splits when building the manifest (e.g. radmi manifest folder --split-fractions "
+                "0.8,0.1,0.1) and prepare the cache again",
+                path=source.path,
+            )
         if label_fraction < 1.0:
             kept = subsample_label_fraction(table.loc[keep], label_fraction, seed=seed, split=None)
             keep &= table.index.isin(kept.index)

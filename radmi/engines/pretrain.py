@@ -76,6 +76,28 @@ def resolve_cache(
     return _resolve_cache(dataset_dir, output_dir, image_size, tokenizer, max_length, workers)
 
 
+def check_training_rows(dataset: Dataset, batch_size: int, drop_last: bool = True) -> None:
+    """Raise a :class:`TrainingError` naming the data when an epoch would have no iteration.
+
+    An empty epoch is otherwise silent: Ignite runs zero iterations, the run "completes" and writes nothing.
+    """
+    rows = len(dataset)
+    where = getattr(dataset, "cache_dir", None)
+    split = getattr(dataset, "split", None) or "training"
+    if rows == 0:
+        raise TrainingError(
+            f"the {split} split has no rows; assign splits when building the manifest (e.g. radmi manifest "
+            "folder --split-fractions 0.8,0.1,0.1, or --split train) and prepare the cache again",
+            path=where,
+        )
+    if drop_last and rows < batch_size:
+        raise TrainingError(
+            f"the {split} split has {rows} rows, fewer than one batch of {batch_size} (incomplete batches are "
+            "dropped); lower batch_size (--set batch_size=N) or add data",
+            path=where,
+        )
+
+
 def train_loader(
     dataset: Dataset,
     batch_size: int,
@@ -91,6 +113,7 @@ def train_loader(
     which exact resume relies on. ``collate_fn``: e.g. ``radmi.data.cache.collate_cached``, which keeps the
     batches ``CachedDataset.__getitems__`` reads already stacked.
     """
+    check_training_rows(dataset, batch_size, drop_last)
     sampler = ResumableSampler(dataset, seed=seed, drop_last=drop_last)
     generator = torch.Generator().manual_seed(seed)
     return idist.auto_dataloader(

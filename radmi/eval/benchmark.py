@@ -163,7 +163,10 @@ def prepare_data(data: Path, out: Path, preset: Preset, seed: int = 0) -> Path:
     if not data.exists() or not any(data.iterdir()):
         logger.info("generating %d demo studies in %s", preset.studies, data)
         generate(data, studies=preset.studies, seed=seed, size=max(96, 2 * preset.image_size), progress=True)
-    return resolve_cache(data, out, image_size=preset.image_size, max_length=preset.max_length, workers=1)
+    # classification rows need no reports (e.g. CheXpert); the pretraining recipe refuses such data itself
+    return resolve_cache(
+        data, out, image_size=preset.image_size, max_length=preset.max_length, workers=1, reports_required=False
+    )
 
 
 def pretrain(name: str, overrides: dict[str, Any], cache: Path, out: Path, preset: Preset, seed: int) -> Path:

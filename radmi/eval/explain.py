@@ -10,15 +10,16 @@ to the local features instead (same embedding space), which is what its groundin
 no sentence map (None); :meth:`PretrainedRun.report_map` gives its region-to-report map instead: each region's
 local feature against the report's global vector through the global critic (:func:`region_report_scores`).
 
-:func:`draw_explanation` draws the PNG grid: the radiograph, then one panel per sentence with the score map
-upsampled (bilinear) over the image, the wrapped sentence as caption and a colour bar; optional boxes.
-Rows run downwards (image row 0 at the top), as a radiograph is read.
+:func:`draw_explanation` draws the PNG: the radiograph, then one cell per sentence, in two columns with no empty
+cell: the score map upsampled (bilinear) over the image, with the wrapped sentence beside it; one shared colour
+bar; optional ground-truth boxes, numbered, with their labels in the text; an R/L marker from the DICOM's
+ViewPosition and PatientOrientation (:func:`orientation_marker`). Rows run downwards (image row 0 at the top),
+as a radiograph is read.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,10 +36,30 @@ from torch import nn  # noqa: E402
 
 from radmi.errors import ModelLoadError  # noqa: E402
 
-#: Figure geometry (inches, dots per inch): fixed so the PNG size is known in advance.
-PANEL_WIDTH, PANEL_HEIGHT, DPI = 3.2, 4.0, 100
-MAX_COLUMNS = 4
-CAPTION_WIDTH = 38  # characters per caption line
+#: Figure geometry, in inches (``DPI`` dots per inch): fixed, so the PNG size is known in advance
+#: (:func:`figure_size`). Each sentence gets a cell: its square map panel with the wrapped sentence beside it.
+DPI = 100
+MAP_SIDE = 2.4  # side of a map panel
+TEXT_GAP = 0.12  # between a map and its text
+TEXT_WIDTH = 2.9  # the text column beside a map
+CELL_WIDTH = MAP_SIDE + TEXT_GAP + TEXT_WIDTH
+COLUMN_GAP, ROW_GAP, MARGIN = 0.3, 0.25, 0.15
+COLOUR_BAR_BLOCK = 0.8  # the shared colour bar at the bottom: bar, tick labels and label
+COLOUR_BAR_HEIGHT = 0.16
+TITLE_BLOCK = 0.45
+#: Height of the caption under the radiograph when it spans two rows (an even number of sentences).
+RADIOGRAPH_CAPTION = 1.1
+#: Text size in points, relative to the panels: a map panel is as tall as this many lines of text.
+LINES_PER_PANEL = 17
+FONT_SIZE = round(MAP_SIDE * 72 / LINES_PER_PANEL, 1)  # 10.2 pt
+#: Average glyph width of the sans-serif font, in units of the font size (for wrapping).
+_GLYPH_WIDTH = 0.56
+#: Characters per text line beside a map.
+CAPTION_WIDTH = int(TEXT_WIDTH * 72 / (_GLYPH_WIDTH * FONT_SIZE))
+#: Lines of text that fit beside a map (longer text is cut with "...").
+CAPTION_LINES = int(MAP_SIDE * 72 / (1.2 * FONT_SIZE))
+#: Colour of the ground-truth boxes and their number tags.
+BOX_COLOUR = "lime"
 
 
 @dataclass
@@ -53,23 +74,157 @@ class Box:
     sentence_index: int | None = None  # the panel it belongs to (None: drawn on the image panel only)
 
 
-def figure_size(n_sentences: int) -> tuple[int, int]:
-    """PNG ``(width, height)`` in pixels of a grid with ``n_sentences`` sentence panels plus the image."""
-    panels = n_sentences + 1
-    columns = min(MAX_COLUMNS, panels)
-    rows = math.ceil(panels / columns)
-    return round(columns * PANEL_WIDTH * DPI), round(rows * PANEL_HEIGHT * DPI)
+@dataclass(frozen=True)
+class OrientationMarker:
+    """Where the patient's right is on the displayed image (see :func:`orientation_marker`).
+
+    Attributes:
+        text: ``"R"`` (read from PatientOrientation), ``"R?"`` (assumed), or None (no marker is drawn).
+        side: ``"left"`` or ``"right"``: the viewer's side on which the marker is drawn.
+        note: one line for the picture's caption saying where the marker comes from.
+    """
+
+    text: str | None
+    side: str = "left"
+    note: str = ""
 
 
-def _draw_boxes(ax, boxes: Sequence[Box], colour: str = "lime") -> None:
+#: ViewPosition values (first word) of frontal chest radiographs.
+FRONTAL_VIEWS = ("PA", "AP")
+
+
+def _orientation_values(patient_orientation) -> list[str]:
+    if patient_orientation is None:
+        return []
+    if isinstance(patient_orientation, str):
+        values = patient_orientation.replace("/", "\\").split("\\")
+    else:
+        values = [str(v) for v in patient_orientation]
+    return [v.strip().upper() for v in values if str(v).strip()]
+
+
+def orientation_marker(view_position: str | None, patient_orientation=None) -> OrientationMarker:
+    """The R/L marker of a chest radiograph, from its ViewPosition and PatientOrientation (0020,0020).
+
+    PatientOrientation's first value is the patient direction of the image rows, i.e. towards the right edge
+    of the displayed image. ``L`` there (``["L", "F"]``, the standard display of a PA or AP radiograph) puts
+    the patient's right on the viewer's left; ``R`` (a flipped image) on the viewer's right. The marker then
+    reads ``R``, drawn at the top corner on the patient's right side.
+
+    What is assumed when that is not available:
+
+    - a frontal view (ViewPosition PA or AP) without PatientOrientation, or with one whose row direction is
+      neither L nor R (such a tag contradicts a frontal view): the standard display is **assumed**, and the
+      marker reads ``R?`` on the viewer's left. The question mark says it was not read from the file: an
+      image stored flipped would show it on the wrong side.
+    - a lateral or oblique view (any other ViewPosition): no R/L marker; left and right do not run across
+      such an image, whatever PatientOrientation says.
+    - neither a view nor a row direction of L or R (e.g. a PNG/JPG without a DICOM header): no marker, rather
+      than a guess.
+
+    Args:
+        view_position: DICOM ViewPosition (``"PA"``, ``"AP"``, ``"LATERAL"``, ``"LL"``, ...), or None/empty.
+        patient_orientation: DICOM PatientOrientation: two values (``["L", "F"]``), a ``"L\\F"`` string, or None.
+    """
+    view = (view_position or "").strip().upper()
+    first_word = view.split()[0] if view else ""
+    values = _orientation_values(patient_orientation)
+    row_direction = values[0][:1] if values else ""
+    shown = "\\".join(values)
+    if view and first_word not in FRONTAL_VIEWS:
+        return OrientationMarker(None, note=f"no R/L marker: {view} view (not frontal)")
+    if row_direction in ("L", "R"):
+        side = "left" if row_direction == "L" else "right"
+        return OrientationMarker("R", side, f"R: patient's right (PatientOrientation {shown})")
+    if first_word in FRONTAL_VIEWS:
+        why = f"PatientOrientation {shown} gives no left-right" if values else "no PatientOrientation"
+        return OrientationMarker(
+            "R?", "left", f"R?: assumed, standard display of the {first_word} view ({why})"
+        )
+    return OrientationMarker(None, note="no R/L marker: view and orientation unknown")
+
+
+def _layout(n_sentences: int) -> tuple[int, int, int]:
+    """``(columns, rows, radiograph_rows)`` of the cell grid: the radiograph, then one cell per sentence.
+
+    Two columns of cells; the radiograph takes the first cell, or the first two rows of the first column when
+    the sentence count is even, so that every cell of the grid is used (no empty panel).
+    """
+    if n_sentences == 0:
+        return 1, 1, 1
+    radiograph_rows = 2 if n_sentences % 2 == 0 else 1
+    return 2, (n_sentences + radiograph_rows) // 2, radiograph_rows
+
+
+def _figure_inches(n_sentences: int, title: bool = False) -> tuple[float, float]:
+    columns, rows, _ = _layout(n_sentences)
+    width = 2 * MARGIN + columns * CELL_WIDTH + (columns - 1) * COLUMN_GAP
+    height = 2 * MARGIN + rows * MAP_SIDE + (rows - 1) * ROW_GAP
+    height += (COLOUR_BAR_BLOCK if n_sentences else 0.0) + (TITLE_BLOCK if title else 0.0)
+    return width, height
+
+
+def figure_size(n_sentences: int, title: bool = False) -> tuple[int, int]:
+    """PNG ``(width, height)`` in pixels of the picture with ``n_sentences`` sentence maps (and a title)."""
+    width, height = _figure_inches(n_sentences, title)
+    return round(width * DPI), round(height * DPI)
+
+
+def _wrap(text: str, width: int = CAPTION_WIDTH, max_lines: int = CAPTION_LINES) -> str:
+    lines = []
+    for paragraph in text.split("\n"):
+        lines.extend(textwrap.wrap(paragraph, width) or [""])
+    if len(lines) > max_lines:
+        lines = lines[:max_lines]
+        lines[-1] = lines[-1][: width - 3].rstrip() + "..."
+    return "\n".join(lines)
+
+
+def _draw_boxes(ax, boxes: Sequence[tuple[int, Box]]) -> None:
+    """Box outlines with their number (``(number, box)`` pairs); the labels go into the text beside."""
     from matplotlib.patches import Rectangle
 
-    for box in boxes:
+    for number, box in boxes:
         ax.add_patch(
-            Rectangle((box.x0, box.y0), box.x1 - box.x0, box.y1 - box.y0, fill=False, ec=colour, lw=1.5)
+            Rectangle((box.x0, box.y0), box.x1 - box.x0, box.y1 - box.y0, fill=False, ec=BOX_COLOUR, lw=2)
         )
-        if box.label:
-            ax.text(box.x0, box.y0 - 2, box.label, color=colour, fontsize=6, va="bottom")
+        ax.text(
+            box.x0,
+            box.y0,
+            str(number),
+            color="black",
+            fontsize=FONT_SIZE,
+            fontweight="bold",
+            ha="left",
+            va="top",
+            clip_on=True,
+            bbox={"boxstyle": "square,pad=0.15", "fc": BOX_COLOUR, "ec": "none"},
+        )
+
+
+def _draw_marker(ax, marker: OrientationMarker | None) -> None:
+    import matplotlib.patheffects as effects
+
+    if marker is None or not marker.text:
+        return
+    left = marker.side == "left"
+    ax.text(
+        0.03 if left else 0.97,
+        0.97,
+        marker.text,
+        transform=ax.transAxes,
+        ha="left" if left else "right",
+        va="top",
+        color="white",
+        fontsize=FONT_SIZE * 1.3,
+        fontweight="bold",
+        path_effects=[effects.withStroke(linewidth=2.5, foreground="black")],
+        gid="orientation-marker",
+    )
+
+
+def _box_lines(boxes: Sequence[tuple[int, Box]]) -> list[str]:
+    return [f"box {number}: {box.label or 'ground truth'}" for number, box in boxes]
 
 
 def draw_explanation(
@@ -79,41 +234,115 @@ def draw_explanation(
     path: str | Path,
     boxes: Sequence[Box] = (),
     title: str | None = None,
+    orientation: OrientationMarker | None = None,
 ) -> Path:
-    """Save the explanation grid as a PNG of size :func:`figure_size` ``(len(sentences))``.
+    """Save :func:`explanation_figure` as a PNG of size :func:`figure_size` ``(len(sentences), bool(title))``.
+
+    Args: as :func:`explanation_figure`, and ``path``, the output PNG.
+    """
+    fig = explanation_figure(image, score_maps, sentences, boxes, title, orientation)
+    try:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=DPI)  # no bbox_inches="tight": the size stays figure_size(K)
+    finally:
+        plt.close(fig)
+    return path
+
+
+def explanation_figure(
+    image: np.ndarray,
+    score_maps: np.ndarray,
+    sentences: Sequence[str],
+    boxes: Sequence[Box] = (),
+    title: str | None = None,
+    orientation: OrientationMarker | None = None,
+):
+    """The explanation picture as a matplotlib ``Figure`` of :func:`figure_size` pixels at :data:`DPI`.
+
+    Layout: a grid of two columns of cells without empty cells (:func:`_layout`). The first cell is the
+    radiograph with every box; each further cell is one sentence's map over the image with the numbered
+    sentence, wrapped, beside it (and the labels of that sentence's boxes). One colour bar at the bottom
+    serves all maps. Text size is :data:`FONT_SIZE`, fixed relative to the panels. Boxes are numbered on the
+    image; their labels are written in the text beside.
+
+    The maps are drawn as given: ``score_maps[k]`` stretched over the image with bilinear interpolation, colour
+    map ``jet`` at alpha 0.45, one colour scale (min..max of all maps) for all sentences, since critic scores
+    of one image are comparable across its sentences.
 
     Args:
         image: H x W radiograph in [0, 1] (bright = dense), row 0 at the top.
         score_maps: K x h x w critic scores (K = len(sentences)), region (0, 0) at the image's top-left.
         sentences: the K sentences (captions).
-        path: output PNG.
         boxes: ground-truth boxes in image pixels; a box with ``sentence_index`` k is drawn on panel k too.
         title: figure title.
+        orientation: the R/L marker drawn on every panel (:func:`orientation_marker`); None: no marker.
     """
     image = np.asarray(image, dtype=np.float32)
     maps = np.asarray(score_maps, dtype=np.float32)
     if maps.ndim != 3 or maps.shape[0] != len(sentences):
         raise ValueError(f"score_maps must be K x h x w with K = {len(sentences)}, got {maps.shape}")
     height, width = image.shape
-    width_px, height_px = figure_size(len(sentences))
-    columns = min(MAX_COLUMNS, len(sentences) + 1)
-    rows = math.ceil((len(sentences) + 1) / columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(width_px / DPI, height_px / DPI), dpi=DPI, squeeze=False)
-    # one colour scale for all sentences: critic scores of one image are comparable across sentences
-    vmin, vmax = (float(maps.min()), float(maps.max())) if maps.size else (0.0, 1.0)
-    extent = (0, width, height, 0)  # origin="upper": image row 0 at the top, maps stretched over the image
-    for index, ax in enumerate(axes.flat):
+    n = len(sentences)
+    columns, rows, radiograph_rows = _layout(n)
+    fig_w, fig_h = _figure_inches(n, bool(title))
+    fig = plt.figure(figsize=(fig_w, fig_h), dpi=DPI)
+
+    def rect(left: float, top: float, w: float, h: float) -> list[float]:
+        """Axes rectangle in figure fractions from inches measured from the figure's top-left corner."""
+        return [left / fig_w, 1 - (top + h) / fig_h, w / fig_w, h / fig_h]
+
+    grid_top = MARGIN + (TITLE_BLOCK if title else 0.0)
+
+    def cell_origin(row: int, column: int) -> tuple[float, float]:
+        return MARGIN + column * (CELL_WIDTH + COLUMN_GAP), grid_top + row * (MAP_SIDE + ROW_GAP)
+
+    def image_axes(left: float, top: float, side: float):
+        ax = fig.add_axes(rect(left, top, side, side))
         ax.set_xticks([])
         ax.set_yticks([])
-        if index > len(sentences):
-            ax.axis("off")
-            continue
         ax.imshow(image, cmap="gray", vmin=0.0, vmax=1.0, extent=extent, origin="upper")
-        if index == 0:
-            ax.set_title("radiograph", fontsize=8)
-            _draw_boxes(ax, boxes)
-            continue
-        k = index - 1
+        ax.set_xlim(0, width)
+        ax.set_ylim(height, 0)
+        return ax
+
+    numbered = list(enumerate(boxes, start=1))
+    text_style = {"fontsize": FONT_SIZE, "va": "top", "ha": "left", "linespacing": 1.15}
+    extent = (0, width, height, 0)  # origin="upper": image row 0 at the top, maps stretched over the image
+    # one colour scale for all sentences: critic scores of one image are comparable across sentences
+    vmin, vmax = (float(maps.min()), float(maps.max())) if maps.size else (0.0, 1.0)
+
+    # the radiograph: the first cell, or the first two rows of the first column (caption under the image)
+    left, top = cell_origin(0, 0)
+    caption = [f"Radiograph (model input, {width} x {height} px)"]
+    if orientation is not None and orientation.note:
+        caption.append(orientation.note)
+    if numbered:
+        caption.append(
+            "boxes: " + ", ".join(f"{number} {box.label or '(no label)'}" for number, box in numbered)
+        )
+    if radiograph_rows == 2:
+        side = 2 * MAP_SIDE + ROW_GAP - RADIOGRAPH_CAPTION  # the caption goes under the image
+        ax = image_axes(left + (CELL_WIDTH - side) / 2, top, side)
+        lines = int(RADIOGRAPH_CAPTION * 72 / (1.2 * FONT_SIZE))
+        text = _wrap("\n".join(caption), int(CELL_WIDTH * 72 / (_GLYPH_WIDTH * FONT_SIZE)), lines)
+        ax.text(-(CELL_WIDTH - side) / 2 / side, -0.03, text, transform=ax.transAxes, **text_style)
+    else:
+        ax = image_axes(left, top, MAP_SIDE)
+        ax.text(1 + TEXT_GAP / MAP_SIDE, 1, _wrap("\n".join(caption)), transform=ax.transAxes, **text_style)
+    _draw_boxes(ax, numbered)
+    _draw_marker(ax, orientation)
+
+    heat = None
+    slots = [
+        (row, column)
+        for row in range(rows)
+        for column in range(columns)
+        if not (column == 0 and row < radiograph_rows)
+    ]
+    for k, (row, column) in enumerate(slots[:n]):
+        left, top = cell_origin(row, column)
+        ax = image_axes(left, top, MAP_SIDE)
         heat = ax.imshow(
             maps[k],
             cmap="jet",
@@ -124,20 +353,22 @@ def draw_explanation(
             origin="upper",
             interpolation="bilinear",
         )
-        _draw_boxes(ax, [b for b in boxes if b.sentence_index == k])
-        caption = "\n".join(textwrap.wrap(f"{k + 1}. {sentences[k]}", CAPTION_WIDTH)[:6])
-        ax.set_xlabel(caption, fontsize=7, loc="left")
-        bar = fig.colorbar(heat, ax=ax, fraction=0.046, pad=0.02)
-        bar.ax.tick_params(labelsize=6)
-        bar.set_label("critic score", fontsize=6)
+        mine = [(number, box) for number, box in numbered if box.sentence_index == k]
+        _draw_boxes(ax, mine)
+        _draw_marker(ax, orientation)
+        words = f"{k + 1}. {sentences[k]}"
+        text = _wrap("\n".join([words, *_box_lines(mine)]))
+        ax.text(1 + TEXT_GAP / MAP_SIDE, 1, text, transform=ax.transAxes, **text_style)
+
+    if heat is not None:
+        bar_top = grid_top + rows * MAP_SIDE + (rows - 1) * ROW_GAP + 0.2
+        cax = fig.add_axes(rect((fig_w - CELL_WIDTH) / 2, bar_top, CELL_WIDTH, COLOUR_BAR_HEIGHT))
+        bar = fig.colorbar(heat, cax=cax, orientation="horizontal")
+        bar.ax.tick_params(labelsize=FONT_SIZE * 0.85)
+        bar.set_label("critic score (one scale for all sentences of this image)", fontsize=FONT_SIZE * 0.9)
     if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI)  # no bbox_inches="tight": the size stays figure_size(K)
-    plt.close(fig)
-    return path
+        fig.text(0.5, 1 - MARGIN / fig_h, title, ha="center", va="top", fontsize=FONT_SIZE * 1.2)
+    return fig
 
 
 #: Caption of the single panel drawn for a global-MI run.
@@ -369,11 +600,18 @@ def explain_image(
     report_text: str,
     out_path: str | Path,
     boxes_on_stored_image: Sequence[Box] = (),
+    *,
+    view_position: str | None = None,
+    patient_orientation: str | Sequence[str] | None = None,
 ) -> Path:
     """Load a DICOM/PNG, resize it as the run's inputs, draw the sentence maps (and boxes) to ``out_path``.
 
     A global-MI run has no sentence maps; its one region-to-report map (:meth:`PretrainedRun.report_map`) is
     drawn as a single panel instead, with every box on it.
+
+    The R/L marker comes from :func:`orientation_marker` on the DICOM's ViewPosition and PatientOrientation;
+    ``view_position`` / ``patient_orientation`` replace the header's values (a PNG/JPG has none: without them
+    it gets no marker).
     """
     from radmi.data.reports import report_sentences
     from radmi.eval.grounding import boxes_to_input
@@ -381,6 +619,11 @@ def explain_image(
     from radmi.transforms.image import XRayResize
 
     image = XRayResize(run.image_size)(LoadXRay()(image_path))
+    header_view, header_orientation = _view_and_orientation(image_path)
+    marker = orientation_marker(
+        view_position if view_position is not None else header_view,
+        patient_orientation if patient_orientation is not None else header_orientation,
+    )
     sentences = report_sentences(report_text)
     maps = run.sentence_maps(image, sentences)
     captions, whole_report = sentences[: len(maps)] if maps is not None else [], False
@@ -396,4 +639,22 @@ def explain_image(
             Box(*c, label=b.label, sentence_index=0 if whole_report else b.sentence_index)
             for c, b in zip(coords, boxes_on_stored_image, strict=True)
         ]
-    return draw_explanation(image[0].numpy(), maps, captions, out_path, boxes)
+    return draw_explanation(image[0].numpy(), maps, captions, out_path, boxes, orientation=marker)
+
+
+def _view_and_orientation(image_path: str | Path) -> tuple[str | None, list[str] | None]:
+    """ViewPosition and PatientOrientation from a DICOM header; ``(None, None)`` for a PNG/JPG."""
+    from radmi.errors import RadmiError
+    from radmi.transforms.dicom import read_dicom_header
+    from radmi.transforms.image import is_image_file
+
+    if is_image_file(image_path):
+        return None, None
+    try:
+        header = read_dicom_header(image_path, ("ViewPosition", "PatientOrientation"))
+    except RadmiError:  # the pixels were read already; a header that cannot be re-read only loses the marker
+        return None, None
+    orientation = header.get("PatientOrientation")
+    if orientation is not None and not isinstance(orientation, str):
+        orientation = [str(v) for v in orientation]
+    return (str(header.get("ViewPosition", "") or "") or None), (orientation or None)

@@ -1,32 +1,31 @@
-"""Image and text encoders, heads, and the image-text pretraining network."""
+"""Image and text encoders, heads, and the image-text pretraining network.
 
-from radmi.models.heads import FindingClassifier, ProjectionHead, load_finding_classifier
-from radmi.models.hub import (
-    CLINICAL_BERT,
-    OFFLINE_DEFAULT,
-    load_text_model,
-    load_tokenizer,
-    resolve_pretrained,
-)
-from radmi.models.image import BACKBONES, ImageEncoder, load_image_encoder, register_backbone
-from radmi.models.multimodal import ImageTextModel
-from radmi.models.text import TextEncoder, load_text_encoder, pool_sentences
+Names are imported on first use (:mod:`radmi.lazy_exports`), so a command that only needs a constant such as
+``OFFLINE_DEFAULT`` does not import torch and transformers.
+"""
 
-__all__ = [
-    "BACKBONES",
-    "CLINICAL_BERT",
-    "OFFLINE_DEFAULT",
-    "FindingClassifier",
-    "ImageEncoder",
-    "ImageTextModel",
-    "ProjectionHead",
-    "TextEncoder",
-    "load_finding_classifier",
-    "load_image_encoder",
-    "load_text_encoder",
-    "load_text_model",
-    "load_tokenizer",
-    "pool_sentences",
-    "register_backbone",
-    "resolve_pretrained",
-]
+from __future__ import annotations
+
+from radmi.lazy_exports import lazy_exports
+
+_EXPORTS = {
+    "FindingClassifier": "heads",
+    "ProjectionHead": "heads",
+    "load_finding_classifier": "heads",
+    "CLINICAL_BERT": "hub",
+    "OFFLINE_DEFAULT": "hub",
+    "load_text_model": "hub",
+    "load_tokenizer": "hub",
+    "resolve_pretrained": "hub",
+    "BACKBONES": "image",
+    "ImageEncoder": "image",
+    "load_image_encoder": "image",
+    "register_backbone": "image",
+    "ImageTextModel": "multimodal",
+    "TextEncoder": "text",
+    "load_text_encoder": "text",
+    "pool_sentences": "text",
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

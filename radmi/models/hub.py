@@ -63,12 +63,31 @@ def load_tokenizer(name_or_path: str | Path):
         raise _load_error(resolved, err) from err
 
 
+#: weights radmi leaves out on purpose: BERT's pooler is never used (the text encoder drops it), so a saved
+#: encoder lacks it and a hub checkpoint has it; neither is worth transformers' load report
+EXPECTED_WEIGHT_DIFFERENCES = ("pooler.",)
+
+
 def load_text_model(name_or_path: str | Path, **kwargs):
-    """``AutoModel.from_pretrained`` with radmi's name resolution and a clear error."""
+    """``AutoModel.from_pretrained`` with radmi's name resolution and a clear error.
+
+    transformers' load report is replaced by one warning that lists only the weights that are missing or
+    unexpected for a reason other than :data:`EXPECTED_WEIGHT_DIFFERENCES`.
+    """
     from transformers import AutoModel
+    from transformers.utils import logging as transformers_logging
 
     resolved = resolve_pretrained(name_or_path)
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()
     try:
-        return AutoModel.from_pretrained(resolved, **kwargs)
+        model, info = AutoModel.from_pretrained(resolved, output_loading_info=True, **kwargs)
     except (OSError, ValueError) as err:
         raise _load_error(resolved, err) from err
+    finally:
+        transformers_logging.set_verbosity(verbosity)
+    for kind in ("missing_keys", "unexpected_keys"):
+        keys = sorted(k for k in info.get(kind, ()) if not k.startswith(EXPECTED_WEIGHT_DIFFERENCES))
+        if keys:
+            logger.warning("%s: %d %s weights (%s)", resolved, len(keys), kind.split("_")[0], ", ".join(keys[:5]))
+    return model

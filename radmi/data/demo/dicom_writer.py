@@ -160,7 +160,9 @@ def build_dataset(
     ds.StudyID = study_id[-6:]
     ds.BodyPartExamined = "CHEST"
     ds.ViewPosition = view_position
-    ds.PatientOrientation = ["L", "F"] if view_position in ("LATERAL", "LL") else ["P", "F"]
+    # rows run toward the patient's left on a frontal view (patient's right on the viewer's left) and toward
+    # posterior on a left lateral; columns run toward the feet
+    ds.PatientOrientation = ["P", "F"] if view_position in ("LATERAL", "LL") else ["L", "F"]
     if style.modality == "DX":
         ds.PresentationIntentType = "FOR PRESENTATION"
     spacing = round(DETECTOR_MM / rows, 4)
