@@ -29,12 +29,16 @@ def command_modules(tree: Path) -> list[str]:
     return ["radmi.cli", *(f"radmi.commands.{name}" for name in names)]
 
 
-def wall_time(argv: list[str], tree: Path) -> float:
-    """Seconds one subprocess takes, with ``tree`` first on the import path."""
+def wall_time(argv: list[str], tree: Path) -> float | None:
+    """Seconds one subprocess takes, with ``tree`` first on the import path; None if a module import failed
+    (a command the tree does not have)."""
     env = {**os.environ, "PYTHONPATH": str(tree)}
     start = time.perf_counter()
-    subprocess.run(argv, cwd=tree, env=env, capture_output=True, check=False)
-    return time.perf_counter() - start
+    result = subprocess.run(argv, cwd=tree, env=env, capture_output=True, text=True, check=False)
+    seconds = time.perf_counter() - start
+    if argv[1] == "-c" and result.returncode != 0:
+        return None
+    return seconds
 
 
 def main() -> None:
@@ -56,7 +60,8 @@ def main() -> None:
             best[tree_name, "bare"] = min(best.get((tree_name, "bare"), 1e9), wall_time(bare, tree))
             for case, argv in cases.items():
                 seconds = wall_time(argv, tree)
-                best[tree_name, case] = min(best.get((tree_name, case), 1e9), seconds)
+                if seconds is not None:
+                    best[tree_name, case] = min(best.get((tree_name, case), 1e9), seconds)
 
     with open("/proc/loadavg") as handle:
         load = handle.read().split()[:3]
@@ -69,8 +74,13 @@ def main() -> None:
         new = max(best["new", case] - best["new", "bare"], 0.0)
         row = f"| `{case}` | {new:.2f} |"
         if args.baseline:
-            old = max(best["baseline", case] - best["baseline", "bare"], 0.0)
-            row += f" {old:.2f} | {new / max(old, 0.01):.2f} |"
+            if ("baseline", case) not in best:
+                row += " (not in baseline) | |"
+            else:
+                old = max(best["baseline", case] - best["baseline", "bare"], 0.0)
+                # below 0.05 s both are start-up noise; a ratio of two such numbers means nothing
+                ratio = f"{new / max(old, 0.01):.2f}" if max(new, old) >= 0.05 else "both < 0.05 s"
+                row += f" {old:.2f} | {ratio} |"
         print(row)
 
 

@@ -6,14 +6,15 @@ loops, one core each, like other jobs on a shared machine). Settings:
 
 - ``torch default``: torch's own thread count (one per core) and OpenMP's default wait policy (threads spin
   while they wait for each other);
+- ``torch default, passive wait``: the same threads with ``OMP_WAIT_POLICY=PASSIVE`` (waiting threads sleep);
 - ``1 thread``: ``torch.set_num_threads(1)``;
-- ``radmi default``: what ``radmi`` sets (:func:`radmi.threads.configure_threads`): threads = free cores
-  (cores minus the 1-minute load average, at least 1) and ``OMP_WAIT_POLICY=PASSIVE``.
+- ``radmi default``: what ``radmi`` sets (:func:`radmi.threads.configure_threads`): one thread per usable core
+  and ``OMP_WAIT_POLICY=PASSIVE``.
 
 Prints the median step time per setting and load, and each setting's slowdown under load (loaded / idle), in
 the same run.
 
-    python benchmarks/bench_threads.py --hogs 2 --steps 12
+    python benchmarks/bench_threads.py --hogs 1,2 --steps 10
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ times = []
 for step in range(settings["steps"] + 2):
     start = time.perf_counter()
     out = model(images)
-    loss = sum(v.float().mean() for v in (out.values() if isinstance(out, dict) else [out]))
+    loss = sum(v.float().mean() for v in out)  # (global B x E, local B x E x h x w)
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
@@ -57,6 +58,7 @@ print(json.dumps({"threads": torch.get_num_threads(), "times": times}))
 
 SETTINGS = {
     "torch default": {},
+    "torch default, passive wait": {"env": {"OMP_WAIT_POLICY": "PASSIVE"}},
     "1 thread": {"threads": 1},
     "radmi default": {"radmi": True},
 }
@@ -74,36 +76,36 @@ def step_times(setting: dict, steps: int) -> tuple[int, list[float]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--hogs", type=int, default=2, help="busy processes in the loaded runs")
-    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--hogs", default="1,2", help="comma list: busy processes in each loaded phase")
+    parser.add_argument("--steps", type=int, default=10)
     args = parser.parse_args()
 
-    results: dict[tuple[str, str], tuple[int, float]] = {}
-    for load in ("idle", f"{args.hogs} busy processes"):
-        hogs = []
-        if load != "idle":
-            hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.hogs)]
-            time.sleep(65)  # let the 1-minute load average see them, as radmi's default reads it
+    loads = [0, *(int(n) for n in args.hogs.split(","))]
+    results: dict[tuple[int, str], tuple[int, float]] = {}
+    for n_hogs in loads:
+        hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n_hogs)]
+        if hogs:
+            time.sleep(5)  # the busy processes are running before the first timed step
         try:
             with open("/proc/loadavg") as handle:
-                print(f"{load}: load average {handle.read().split()[0]} before the runs", flush=True)
+                print(f"{n_hogs} busy processes: load average {handle.read().split()[0]} before the runs", flush=True)
             for name, setting in SETTINGS.items():
                 threads, times = step_times(setting, args.steps)
-                results[load, name] = (threads, statistics.median(times))
-                print(f"  {name}: {threads} threads, median step {results[load, name][1]:.3f} s", flush=True)
+                results[n_hogs, name] = (threads, statistics.median(times))
+                print(f"  {name}: {threads} threads, median step {results[n_hogs, name][1]:.3f} s", flush=True)
         finally:
             for hog in hogs:
                 hog.kill()
             if hogs:
                 time.sleep(1)
 
-    loaded = f"{args.hogs} busy processes"
-    print(f"\ncores: {os.cpu_count()}; step = ResNet-18 fwd+bwd+SGD, batch 8, 128 px")
-    print("| setting | idle: threads, step (s) | loaded: threads, step (s) | loaded / idle |")
-    print("|---|---|---|---:|")
+    print(f"\ncores: {os.cpu_count()}; step = ResNet-18 fwd+bwd+SGD, batch 8, 128 px; step time in s (threads)")
+    print("| setting | " + " | ".join(f"{n} busy" for n in loads) + " | " + " | ".join(f"{n} busy / idle" for n in loads[1:]) + " |")
+    print("|---|" + "---|" * len(loads) + "---:|" * (len(loads) - 1))
     for name in SETTINGS:
-        (t_idle, s_idle), (t_load, s_load) = results["idle", name], results[loaded, name]
-        print(f"| {name} | {t_idle}, {s_idle:.3f} | {t_load}, {s_load:.3f} | {s_load / s_idle:.2f} |")
+        cells = [f"{results[n, name][1]:.3f} ({results[n, name][0]})" for n in loads]
+        ratios = [f"{results[n, name][1] / results[0, name][1]:.2f}" for n in loads[1:]]
+        print(f"| {name} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
 
 
 if __name__ == "__main__":

@@ -33,6 +33,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate-grounding": ("evaluate_grounding", "pointing game and IoU of sentence->region maps on demo data"),
     "benchmark": ("benchmark", "the seed paper's comparison table: inits x linear/fine-tune x label fractions"),
     "explain": ("explain", "draw per-sentence region heat maps over a radiograph"),
+    "zero-shot": ("zero_shot", "finding AUROC from a pretrained run with sentence prompts, no labels"),
+    "retrieve": ("retrieve", "image <-> report recall@k of a pretrained run, or the best reports for one image"),
     "bundle": ("bundle", "export, package and verify MONAI bundles"),
     "predict": ("predict", "classify DICOMs with a findings bundle"),
 }
@@ -86,8 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads",
         type=int,
         default=None,
-        help="CPU compute threads (default: RADMI_THREADS, else OMP_NUM_THREADS, else the free cores: cores minus "
-        "the load average; see docs/performance.md)",
+        help="CPU compute threads (default: RADMI_THREADS, else OMP_NUM_THREADS, else every usable core; waiting "
+        "threads sleep instead of spinning, see docs/performance.md)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, help_text) in COMMANDS.items():

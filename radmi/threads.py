@@ -1,14 +1,17 @@
-"""CPU thread defaults: no more compute threads than free cores, and OpenMP threads that sleep while waiting.
+"""CPU thread defaults: OpenMP threads that sleep while they wait, and one knob for their number.
 
-PyTorch starts one OpenMP thread per core, and OpenMP's default lets a waiting thread spin for a while. When
-other jobs share the cores, a thread that was descheduled holds up its team at every parallel region while the
-others spin and take CPU time from the jobs that would let it run; benchmarks/bench_threads.py measures the
-cost (docs/performance.md). radmi therefore sets, once, at the start of a ``radmi`` command:
+PyTorch runs one OpenMP thread per core, and OpenMP's default lets a waiting thread spin for a while. When
+other jobs share the cores, the team's threads are descheduled in turn, and the ones waiting at each parallel
+region's barrier spin on CPU time that the straggler needs. benchmarks/bench_threads.py measured it
+(docs/performance.md): with one other busy process on 2 cores a ResNet-18 training step took 1.11 s with
+spinning threads and 0.68 s with sleeping ones (0.37 s idle either way). radmi therefore sets, once, at the
+start of a ``radmi`` command:
 
-- ``OMP_WAIT_POLICY=PASSIVE`` (threads sleep instead of spinning; read when torch loads OpenMP, so only when
-  torch is not imported yet);
+- ``OMP_WAIT_POLICY=PASSIVE`` unless the user set it (read when torch loads OpenMP, so it applies to the
+  commands, which import torch after this runs);
 - the number of torch compute threads: ``--threads N`` / ``RADMI_THREADS``, else ``OMP_NUM_THREADS`` if the
-  user set it, else the free cores: the cores this process may use minus the 1-minute load average, at least 1.
+  user set it, else every core this process may use (its CPU affinity). Fewer threads than cores did not help
+  under load in that benchmark, and cost 1.7x on an idle machine.
 
 Library users (``import radmi``) and ``python -m monai.bundle`` runs keep torch's own defaults unless they call
 :func:`configure_threads`.
@@ -30,28 +33,18 @@ def usable_cores() -> int:
     return max(1, os.cpu_count() or 1)
 
 
-def free_cores() -> int:
-    """Usable cores minus the 1-minute load average (rounded), at least 1."""
-    cores = usable_cores()
-    try:
-        load = os.getloadavg()[0]
-    except (AttributeError, OSError):  # not on every platform
-        load = 0.0
-    return max(1, min(cores, round(cores - load)))
-
-
 def configure_threads(threads: int | None = None) -> int:
     """Set the compute-thread defaults described in the module docstring; returns the thread count chosen.
 
     Args:
-        threads: an explicit count (``--threads``); None: ``RADMI_THREADS``, ``OMP_NUM_THREADS``, free cores.
+        threads: an explicit count (``--threads``); None: ``RADMI_THREADS``, ``OMP_NUM_THREADS``, usable cores.
     """
     if threads is None and os.environ.get(THREADS_ENV):
         threads = int(os.environ[THREADS_ENV])
     if threads is None and os.environ.get("OMP_NUM_THREADS"):
         threads = int(os.environ["OMP_NUM_THREADS"])
     if threads is None:
-        threads = free_cores()
+        threads = usable_cores()
     threads = max(1, int(threads))
     os.environ[THREADS_ENV] = str(threads)
     os.environ["OMP_NUM_THREADS"] = str(threads)  # torch reads it when first imported; workers inherit it

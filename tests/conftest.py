@@ -9,6 +9,15 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # the same one thread for commands run in-process (radmi.threads.configure_threads reads it)
 os.environ.setdefault("RADMI_THREADS", "1")
+# radmi lists every config it writes in a trust file (radmi.trust): keep the tests' entries out of the user's
+# ~/.config/radmi, one fresh file per pytest process (subprocesses inherit it)
+import atexit  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+
+_TRUST_DIR = tempfile.mkdtemp(prefix="radmi-trust-")
+atexit.register(shutil.rmtree, _TRUST_DIR, True)
+os.environ["RADMI_TRUST_FILE"] = os.path.join(_TRUST_DIR, "trusted.sha256")
 
 import torch  # noqa: E402
 

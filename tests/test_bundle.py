@@ -262,7 +262,7 @@ def test_shipped_findings_bundle_verifies():
     shipped = bundle_dir(NAME)
     assert (shipped / "models" / "model.pt").stat().st_size <= 25 * 1024 * 1024
     report = verify_bundle(shipped)
-    assert len(report.checks) == 5
+    assert len(report.checks) == 6  # files, metadata, weights-only load, network, in/out, TorchScript
 
 
 def test_shipped_pretrain_encoder_is_a_finetune_init():

@@ -87,7 +87,7 @@ def test_download_with_monai_cli_then_predict(served_zip, tmp_path):
     assert (summary.num_images, summary.num_predicted, summary.num_failed) == (3, 3, 0)
     table = pd.read_csv(summary.csv_path)
     for row in table.to_dict("records"):
-        image = XRayResize(TINY_SIZE, mode="pad")(LoadXRayDicom()(row["path"]))
+        image = XRayResize(TINY_SIZE, mode="pad")(LoadXRayDicom()(demo / "files" / row["path"]))  # relative
         with torch.no_grad():
             expected = torch.sigmoid(model(image.as_tensor()[None].float()))[0]
         got = torch.tensor([row[name] for name in CHEXPERT_LABELS], dtype=torch.float32)

@@ -312,3 +312,42 @@ def test_cli_prepare_and_finalize(manifest, cache_u8, tmp_path, capsys):
     _assert_same_samples(_all_samples(out), _all_samples(cache_u8))
     assert radmi_main(["prepare", str(manifest), "--out", str(out), "--size", "64", "--no-progress"]) == 1
     assert "other parameters" in capsys.readouterr().err
+
+
+def test_rows_outside_the_dataset_root_are_refused(manifest, tmp_path, capsys):
+    """With --root, a row whose report (or image) resolves outside it never reaches a cache."""
+    from radmi.cli import main
+    from radmi.data.manifest import check_manifest
+    from radmi.errors import ManifestError
+
+    root = manifest.parent
+    hostile = root / "hostile.csv"
+    frame = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+    frame.loc[1, "report_path"] = "/etc/passwd"
+    frame.loc[2, "image_path"] = "../../elsewhere/x.dcm"
+    frame.to_csv(hostile, index=False)
+    out = tmp_path / "cache"
+    with pytest.raises(ManifestError, match="outside the dataset root") as caught:
+        _prepare(hostile, out, root=root)
+    assert caught.value.row == 1 and "/etc/passwd" in str(caught.value) and "--allow-outside-root" in str(caught.value)
+    assert not out.exists()
+    args = ["prepare", str(hostile), "--out", str(out), "--no-progress", "--workers", "1", "--root", str(root)]
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("radmi prepare: error: ") and "outside the dataset root" in err
+    assert not out.exists()
+    # manifest check lists both rows (never opening them); --allow-outside-root turns the check off
+    problems = check_manifest(hostile, progress=False, root=root).problems
+    outside = problems[problems["problem"].str.contains("outside the dataset root")]
+    assert sorted(zip(outside["row"], outside["column"], strict=True)) == [(1, "report_path"), (2, "image_path")]
+    relaxed = check_manifest(hostile, progress=False, root=root, allow_outside_root=True).problems
+    assert not relaxed["problem"].str.contains("outside").any()
+    # a manifest kept elsewhere, with absolute paths into the data folder, is fine with --root naming that folder
+    moved = tmp_path / "elsewhere.csv"
+    frame = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+    for column in ("image_path", "report_path"):
+        frame[column] = [str(root / p) if p else p for p in frame[column]]
+    frame.to_csv(moved, index=False)
+    with pytest.raises(ManifestError, match="outside the dataset root"):
+        _prepare(moved, out, root=tmp_path / "other")
+    assert _prepare(moved, out, root=root, workers=1).rows == ROWS

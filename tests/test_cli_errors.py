@@ -58,12 +58,14 @@ def _wrong_inputs(tmp: Path) -> dict[str, list[str]]:
         "explain": ["explain", str(a_file), "--report", str(report), "--run", str(probe), "--out", str(tmp)],
         "bundle": ["bundle", "verify", missing + ".zip"],
         "predict": ["predict", "--bundle", missing, "--input", missing, "--out", str(tmp / "p.csv")],
+        "zero-shot": ["zero-shot", missing, "--data", missing, "--out", str(tmp / "zs")],
+        "retrieve": ["retrieve", str(probe), "--data", missing],
     }
 
 
 COMMANDS = [
     "demo", "demo-data", "manifest", "label", "prepare", "pretrain", "finetune", "evaluate", "evaluate-grounding",
-    "benchmark", "explain", "bundle", "predict",
+    "benchmark", "explain", "bundle", "predict", "zero-shot", "retrieve",
 ]  # fmt: skip
 
 
@@ -175,26 +177,28 @@ def test_runs_are_quiet_below_verbose(tmp_path, tiny) -> None:
                       "--epochs", "1", "--out", str(tmp_path / "probe"), "--set", "image_size=64"])  # fmt: skip
     assert verbose.returncode == 0, verbose.stderr[-2000:]
     assert _log_lines(verbose.stdout + verbose.stderr)
+    assert "radmi finetune: training at 64 x 64 px" in verbose.stdout  # the size it trains at, said once
 
 
 # ---- threads and the text-model load report ---------------------------------------------------------------
-def test_threads_default_to_the_free_cores(monkeypatch) -> None:
+def test_threads_default_to_the_usable_cores_with_sleeping_waits(monkeypatch) -> None:
     import radmi.threads as threads
 
     for name in ("RADMI_THREADS", "OMP_NUM_THREADS", "OMP_WAIT_POLICY"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(threads, "usable_cores", lambda: 4)
-    monkeypatch.setattr(os, "getloadavg", lambda: (2.6, 0.0, 0.0))
-    assert threads.free_cores() == 1
-    monkeypatch.setattr(os, "getloadavg", lambda: (0.2, 0.0, 0.0))
-    assert threads.free_cores() == 4
+    monkeypatch.setattr(threads, "usable_cores", lambda: 3)
     before = torch.get_num_threads()
     try:
-        assert threads.configure_threads() == 4
-        assert torch.get_num_threads() == 4 and os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
-        monkeypatch.setenv("RADMI_THREADS", "3")
-        assert threads.configure_threads() == 3 and os.environ["OMP_NUM_THREADS"] == "3"
-        assert threads.configure_threads(2) == 2 and torch.get_num_threads() == 2
+        assert threads.configure_threads() == 3
+        assert torch.get_num_threads() == 3 and os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+        assert os.environ["OMP_NUM_THREADS"] == "3" and os.environ["RADMI_THREADS"] == "3"
+        monkeypatch.setenv("RADMI_THREADS", "2")
+        assert threads.configure_threads() == 2 and torch.get_num_threads() == 2
+        assert threads.configure_threads(1) == 1 and torch.get_num_threads() == 1
+        monkeypatch.delenv("RADMI_THREADS")
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")
+        monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")  # a user's own choice is kept
+        assert threads.configure_threads() == 2 and os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
     finally:
         torch.set_num_threads(before)
 

@@ -162,7 +162,11 @@ def test_explain_image_reads_the_marker_from_the_dicom_header(tiny_local_run, tm
 
 
 def _make_run(
-    run, kind: str = "local", objective_kwargs: dict | None = None, write_objective_json: bool = False
+    run,
+    kind: str = "local",
+    objective_kwargs: dict | None = None,
+    write_objective_json: bool = False,
+    trusted: bool = True,
 ):
     """A pretraining run directory with untrained parts, as `radmi pretrain` lays it out.
 
@@ -188,6 +192,10 @@ def _make_run(
     config = json.loads(bundle_config("radmi_cxr_pretrain").read_text())
     config.update(objective=kind, embed_dim=384, image_size=64, max_length=48, max_sentences=4, critic="dot")
     (run / "config.json").write_text(json.dumps(config))
+    if trusted:
+        from radmi.trust import record_trusted
+
+        record_trusted(run)  # as `radmi pretrain` does for the configs it writes (radmi.trust)
     return run, objective
 
 
@@ -430,4 +438,51 @@ def test_objective_json_is_preferred_over_the_recipe(tmp_path):
         PretrainedRun(run_dir)
     (run_dir / "models" / "objective.json").write_text("{not json")
     with pytest.raises(ModelLoadError, match="not valid JSON"):
+        PretrainedRun(run_dir)
+
+
+def test_a_run_radmi_did_not_write_is_read_as_data_only(tmp_path, capsys):
+    """A copied run (not in the trust file) loads when nothing in it needs evaluating; otherwise a one-line
+    refusal that offers --trust, before any of its code runs."""
+    from radmi.cli import main
+    from radmi.errors import ModelLoadError
+    from radmi.eval.explain import PretrainedRun
+    from radmi.trust import is_trusted
+
+    # objective.json (kwargs) and literal image_size/max_length/...: nothing to evaluate, so it loads
+    run_dir, _ = _make_run(tmp_path / "copied", "local", write_objective_json=True, trusted=False)
+    assert not is_trusted(run_dir)
+    assert PretrainedRun(run_dir).image_size == 64
+    # an expression where a setting is read: refused without running it, unless trusted
+    marker = tmp_path / "ran"
+    config = json.loads((run_dir / "config.json").read_text())
+    config["image_size"] = f"$__import__('pathlib').Path({str(marker)!r}).touch() or 64"
+    (run_dir / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelLoadError, match="not trusted") as caught:
+        PretrainedRun(run_dir)
+    assert str(run_dir) in str(caught.value) and "--trust" in str(caught.value)
+    assert not marker.exists()
+    image = tmp_path / "x.png"
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(image)
+    (tmp_path / "r.txt").write_text("FINDINGS: Heart enlarged.")
+    args = ["explain", str(image), "--report", str(tmp_path / "r.txt"), "--run", str(run_dir), "--out", str(tmp_path)]
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("radmi explain: error: ") and "not trusted" in err and "--trust" in err
+    assert not marker.exists()
+    assert PretrainedRun(run_dir, trust=True).image_size == 64 and marker.exists()
+    # an objective.json naming code outside radmi.losses is refused too
+    marker.unlink()
+    config["image_size"] = 64
+    config["copied_from"] = "elsewhere"  # trust goes by content: not the same bytes as any radmi-written run
+    (run_dir / "config.json").write_text(json.dumps(config))
+    (run_dir / "models" / "objective.json").write_text(
+        json.dumps({"_target_": "pathlib.Path.touch", "self": str(marker)})
+    )
+    with pytest.raises(ModelLoadError, match="not trusted"):
+        PretrainedRun(run_dir)
+    assert not marker.exists()
+    # without objective.json the recipe's loss_def expression would be evaluated: refused
+    (run_dir / "models" / "objective.json").unlink()
+    with pytest.raises(ModelLoadError, match="not trusted"):
         PretrainedRun(run_dir)

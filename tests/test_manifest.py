@@ -280,3 +280,27 @@ def test_read_dicom_header_reads_named_tags_of_plain_and_gzipped_files(tmp_path)
     (tmp_path / "cut.dcm.gz").write_bytes((tmp_path / "a.dcm.gz").read_bytes()[:40])
     with pytest.raises(DicomError, match="cut.dcm.gz"):
         read_dicom_header(tmp_path / "cut.dcm.gz", ("ViewPosition",))
+
+
+def test_folder_builder_lists_links_loops_and_fifos_with_a_reason(tmp_path, caplog):
+    """Dangling links, link loops and FIFOs named like DICOMs are bad inputs with their reason, never opened."""
+    import logging
+    import os
+
+    export = tmp_path / "export"
+    ds = xray_dataset(known_pixels(4, 4), view_position="PA")
+    export.mkdir()
+    write_dicom(export / "good.dcm", ds)
+    os.mkfifo(export / "fifo.dcm")
+    (export / "loop.dcm").symlink_to(export / "loop.dcm")
+    (export / "dangling.dcm").symlink_to(export / "nowhere.dcm")
+    pd.DataFrame({"study_id": [ds.StudyInstanceUID], "report": [REPORT]}).to_csv(tmp_path / "r.csv", index=False)
+    out = tmp_path / "out" / "m.csv"
+    with pytest.raises(ManifestError, match="dangling symbolic link"):
+        build_folder_manifest(export, tmp_path / "r.csv", out, progress=False)
+    with caplog.at_level(logging.WARNING, logger="radmi.data.manifest_folder"):
+        manifest = build_folder_manifest(export, tmp_path / "r.csv", out, on_error="skip", progress=False)
+    assert len(manifest) == 1
+    skipped = caplog.text
+    assert "fifo.dcm: not a regular file: a FIFO" in skipped
+    assert "loop.dcm: symbolic link loop" in skipped and "dangling.dcm: dangling symbolic link" in skipped

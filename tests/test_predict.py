@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -28,6 +29,9 @@ def bundle(tmp_path_factory):
     staged = root / "radmi_cxr_findings"
     staged.mkdir()
     _stage(bundle_dir("radmi_cxr_findings"), staged, root / "run", "0.0.1", "test", TINY_SIZE)
+    from radmi.trust import record_trusted
+
+    record_trusted(staged)  # as `radmi bundle export` does for the bundles it writes
     return model, staged
 
 
@@ -81,7 +85,9 @@ def test_bad_files_are_listed_and_the_rest_predicted(bundle, inputs, tmp_path, c
         row = rows[dicom_id]
         assert row["status"] == "ok" and row["error"] == ""
         got = torch.tensor([float(row[name]) for name in CHEXPERT_LABELS])
-        torch.testing.assert_close(got, expected_probabilities(model, row["path"]), atol=2e-6, rtol=0)
+        # paths are written relative to the input folder (issue 17; --full-paths writes them absolute)
+        assert not Path(row["path"]).is_absolute()
+        torch.testing.assert_close(got, expected_probabilities(model, inputs / row["path"]), atol=2e-6, rtol=0)
     report = json.loads(out.with_suffix(".json").read_text())
     assert report["num_images"] == 5 and report["num_predicted"] == 3 and report["num_failed"] == 2
     by_id = {item["dicom_id"]: item for item in report["predictions"]}
@@ -129,6 +135,9 @@ def bundle_zip(bundle, tmp_path_factory):
     write_zip(bundle_dir, zip_path)
     digest = file_sha256(zip_path)
     (release / f"{zip_path.name}.sha256").write_text(f"{digest}  {zip_path.name}\n")
+    from radmi.trust import record_trusted
+
+    record_trusted(zip_path)  # as `radmi bundle export` does
     return zip_path, digest
 
 
@@ -145,7 +154,7 @@ def test_a_bundle_zip_as_bundle_is_unpacked_and_runs(bundle, bundle_zip, inputs,
     table = pd.read_csv(out, keep_default_na=False)
     row = table[table["dicom_id"] == "a"].iloc[0]
     got = torch.tensor([float(row[name]) for name in CHEXPERT_LABELS])
-    torch.testing.assert_close(got, expected_probabilities(model, row["path"]), atol=2e-6, rtol=0)
+    torch.testing.assert_close(got, expected_probabilities(model, inputs / row["path"]), atol=2e-6, rtol=0)
     # the temporary folder is gone, nothing was written beside the zip
     assert sorted(p.name for p in zip_path.parent.iterdir()) == [zip_path.name, f"{zip_path.name}.sha256"]
 
@@ -195,3 +204,71 @@ def test_study_id_comes_from_a_mimic_style_study_folder(tmp_path):
     study.mkdir(parents=True)
     (study / "img.dcm").write_bytes(b"")
     assert [row["study_id"] for row in list_inputs(tmp_path / "files")] == ["50414267"]
+
+
+# ------------------------------------------------------------------------------------ hostile inputs (issue 17)
+def test_links_loops_and_fifos_are_listed_as_bad_inputs_without_blocking(bundle, tmp_path):
+    import os
+    import signal
+
+    model, bundle_dir = bundle
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    write_dicom(folder / "good.dcm", random_pixels(3))
+    (folder / "linked.dcm").symlink_to(folder / "good.dcm")  # a link to a regular file is followed
+    (folder / "loop.dcm").symlink_to(folder / "loop.dcm")
+    (folder / "dangling").symlink_to(folder / "nowhere.dcm")
+    os.mkfifo(folder / "pipe")  # no DICOM name: listed anyway, never opened
+    rows = {row["dicom_id"]: row for row in list_inputs(folder)}
+    assert set(rows) == {"good", "linked", "loop", "dangling", "pipe"}
+    assert "link loop" in rows["loop"]["error"] and "dangling" in rows["dangling"]["error"]
+    assert "FIFO" in rows["pipe"]["error"] and "error" not in rows["good"]
+    from radmi.bundle.predict import predict
+
+    signal.signal(signal.SIGALRM, lambda *_: (_ for _ in ()).throw(TimeoutError("predict blocked")))
+    signal.alarm(120)
+    try:
+        summary = predict(bundle_dir, folder, tmp_path / "odd.csv", device="cpu", progress=False)
+    finally:
+        signal.alarm(0)
+    assert (summary.num_images, summary.num_predicted, summary.num_failed) == (5, 2, 3)
+    table = pd.read_csv(tmp_path / "odd.csv", keep_default_na=False).set_index("dicom_id")
+    assert table.loc["pipe", "status"] == "error" and "FIFO" in table.loc["pipe", "error"]
+    assert table.loc["loop", "path"] == "loop.dcm"
+
+
+def test_full_paths_option(bundle, inputs, tmp_path):
+    model, bundle_dir = bundle
+    out = tmp_path / "full.csv"
+    assert radmi_main(
+        ["predict", "--bundle", str(bundle_dir), "--input", str(inputs), "--out", str(out), "--device", "cpu",
+         "--no-progress", "--full-paths"]
+    ) == 0  # fmt: skip
+    table = pd.read_csv(out, keep_default_na=False)
+    assert all(Path(p).is_absolute() and Path(p).exists() for p in table["path"])
+    assert all(not Path(row["path"]).is_absolute() for row in list_inputs(inputs))
+    assert all(Path(row["path"]).is_absolute() for row in list_inputs(inputs, full_paths=True))
+
+
+def test_non_finite_probabilities_are_an_error_row_and_the_json_is_valid(tmp_path):
+    from types import SimpleNamespace
+
+    from radmi.bundle.inference import ProbabilityWriter
+
+    writer = ProbabilityWriter(tmp_path, ["A", "B"])
+    batch = {"path": ["x.dcm", "y.dcm"], "dicom_id": ["x", "y"], "study_id": ["", ""], "index": [0, 1], "failed": []}
+    engine = SimpleNamespace(
+        state=SimpleNamespace(batch=batch, output={"pred": torch.tensor([[0.5, float("nan")], [0.1, 0.2]])})
+    )
+    writer.collect(engine)
+    writer.write()
+
+    def no_constants(name):
+        raise AssertionError(f"bare {name} in the JSON")
+
+    report = json.loads(writer.json_path.read_text(), parse_constant=no_constants)
+    assert report["num_predicted"] == 1 and report["num_failed"] == 1
+    first = report["predictions"][0]
+    assert first["status"] == "error" and "non-finite" in first["error"] and "probabilities" not in first
+    table = pd.read_csv(writer.csv_path, keep_default_na=False)
+    assert list(table["status"]) == ["error", "ok"] and table.loc[0, "A"] == ""

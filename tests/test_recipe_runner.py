@@ -113,6 +113,10 @@ def test_run_recipe_applies_overrides_and_exports_the_executed_config(tmp_path):
     assert json.loads((out / "result.json").read_text()) == {"epochs": 7, "tag": "cli"}
     executed = json.loads((out / "config.json").read_text())
     assert executed["epochs"] == 7 and executed["tag"] == "cli" and "max_epochs" not in executed
+    # radmi wrote it, so its later commands may evaluate it (radmi.trust)
+    from radmi.trust import is_trusted
+
+    assert is_trusted(out / "config.json") and is_trusted(out)
     # no out: nothing is exported
     other = tmp_path / "other"
     run_recipe(recipe, overrides={"output_dir": str(other)})

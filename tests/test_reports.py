@@ -197,3 +197,73 @@ def test_section_name_normalization():
 def test_uppercase_word_mid_paragraph_is_not_a_header():
     text = "FINDINGS:  Compared with prior\n CT: no change in the nodule.\n\nIMPRESSION:  Stable."
     assert parse_report(text)["findings"] == "Compared with prior CT: no change in the nodule."
+
+
+# ------------------------------------------------------------------------------------ linear time (issue 17)
+def test_split_sentences_equals_the_quadratic_reference_on_random_text():
+    import random
+
+    from reports_reference import split_sentences_reference
+
+    pieces = list("aB1 .!?\"')(]_\n\t\u00a0xyzE.,") + ["e.g.", "Dr.", "a.m.", " 1. ", "___", "approx.", "2.5",
+                                                        "\n\n", " . ", "i.e. ", "...", "?!", "Fig. 2"]  # fmt: skip
+    rng = random.Random(17)
+    for _ in range(3000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 80)))
+        assert split_sentences(text) == split_sentences_reference(text), repr(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "foo. bar " * 120_000,  # ~1 MB on one line, no boundary: the old splitter rescanned the growing chunk
+        "x" * 300_000 + " ." * 200_000,  # one long word, then many pure-punctuation tokens
+        "." * 1_000_000 + "x",  # a run of periods not followed by whitespace
+        "Line of a report.\n" * 60_000,  # many wrapped lines in one paragraph (unwrap joined them quadratically)
+    ],
+)
+def test_split_sentences_is_linear_on_adversarial_text(text):
+    import time
+
+    started = time.perf_counter()
+    split_sentences(text)
+    assert time.perf_counter() - started < 10.0  # the old implementation takes minutes on the first two
+
+
+def test_parse_report_with_many_unknown_headers_is_fast():
+    import time
+
+    text = "".join(f"NAME{i % 50} X:\nfoo bar.\n" for i in range(50_000))
+    started = time.perf_counter()
+    parse_report(text)
+    assert time.perf_counter() - started < 10.0
+
+
+def test_load_report_refuses_reports_over_the_limit(tmp_path):
+    from radmi.errors import ReportError
+    from radmi.transforms.text import LoadReport
+
+    path = tmp_path / "long.txt"
+    path.write_text("FINDINGS: " + "No effusion. " * 100)
+    assert LoadReport(max_chars=10_000)(path).startswith("FINDINGS")
+    with pytest.raises(ReportError, match="longer than the limit of 1,000 characters") as info:
+        LoadReport(max_chars=1000)(path)
+    assert info.value.path == str(path)
+    path.write_text("é" * 600)  # 600 characters, 1200 bytes: the limit counts characters
+    assert len(LoadReport(max_chars=600)(path)) == 600
+
+
+def test_load_report_never_blocks_on_a_fifo(tmp_path):
+    import os
+
+    from radmi.errors import ReportError
+    from radmi.transforms.text import LoadReport
+
+    os.mkfifo(tmp_path / "pipe.txt")
+    (tmp_path / "loop.txt").symlink_to(tmp_path / "loop.txt")
+    with pytest.raises(ReportError, match="FIFO"):
+        LoadReport()(tmp_path / "pipe.txt")
+    with pytest.raises(ReportError, match="link loop"):
+        LoadReport()(tmp_path / "loop.txt")
+    with pytest.raises(ReportError, match="report file not found"):
+        LoadReport()(tmp_path / "missing.txt")

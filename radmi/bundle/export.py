@@ -30,6 +30,7 @@ from radmi.bundle.paths import bundle_dir as shipped_bundle_dir
 from radmi.bundle.verify import MAX_REPO_FILE_BYTES, VerifyReport, verify_bundle_dir
 from radmi.data.cache_store import file_sha256
 from radmi.errors import BundleError
+from radmi.trust import is_trusted, plain_objective_reason, record_trusted
 
 logger = logging.getLogger(__name__)
 
@@ -197,6 +198,7 @@ def export_run(
     template: str | Path | None = None,
     overwrite: bool = False,
     half_weights: bool = False,
+    trust: bool = False,
 ) -> ExportedBundle:
     """Export a finished classification run as a verified MONAI bundle folder, zip and SHA256 file.
 
@@ -212,6 +214,10 @@ def export_run(
         half_weights: store ``models/model.pt`` in float16 (half the size, e.g. a ResNet-18 classifier drops
             from 45 to 22 MB, under the model-zoo's 25 MB); the network still runs in float32, and the
             probabilities move by about 1e-3.
+        trust: build the bundle even if the run's ``models/model.json`` names code outside ``radmi.models`` or
+            ``template`` is not trusted (verification evaluates the configs; see :mod:`radmi.trust`).
+
+    The exported folder's configs and the zip are listed in the local trust file: radmi wrote them.
 
     Raises:
         BundleError: the run is incomplete, or the bundle fails a check (nothing is written then).
@@ -223,6 +229,14 @@ def export_run(
             "no models/model.pt in the run folder (is the classification run finished?)", path=run_dir
         )
     model_json = _read_json(run_dir / "models" / "model.json")
+    if not trust:
+        reason = plain_objective_reason(network_def_from_model_json(model_json), ("radmi.models.",))
+        if reason:
+            raise BundleError(
+                f"not trusted: models/model.json would run code in the bundle ({reason}); pass --trust if you "
+                "trust this run",
+                path=run_dir / "models" / "model.json",
+            )
     if image_size is None:
         image_size = image_size_of_run(_read_json(run_dir / "config.json"), model_json)
     template = Path(template) if template is not None else shipped_bundle_dir(DEFAULT_NAME)
@@ -240,7 +254,8 @@ def export_run(
         staging = Path(tmp) / name
         staging.mkdir()
         _stage(template, staging, run_dir, version, changelog, int(image_size), half_weights)
-        report = verify_bundle_dir(staging)  # raises before anything final is written
+        # the staged configs are radmi's template + the checked network_def: trusted unless the template is not
+        report = verify_bundle_dir(staging, trust=trust or is_trusted(template))  # raises before anything is written
         staged_zip = Path(tmp) / zip_path.name
         write_zip(staging, staged_zip)
         digest = file_sha256(staged_zip)
@@ -249,6 +264,7 @@ def export_run(
         shutil.move(str(staging), final_dir)
         shutil.move(str(staged_zip), zip_path)
     sha_path.write_text(f"{digest}  {zip_path.name}\n")
+    record_trusted([final_dir, zip_path])  # radmi wrote them: predict/verify may run their configs later
     report.bundle_dir = final_dir
     report.sha256 = digest
     logger.info("exported bundle %s (zip %s, sha256 %s)", final_dir, zip_path, digest)

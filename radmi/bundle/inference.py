@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import os
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -31,6 +33,7 @@ from monai.inferers import SimpleInferer
 from monai.transforms import apply_transform
 
 from radmi.errors import BundleError, RadmiError
+from radmi.transforms.file_checks import file_problem
 
 logger = logging.getLogger(__name__)
 
@@ -65,44 +68,86 @@ def study_id_from_path(path: Path) -> str:
     return match.group(1) if match else ""
 
 
-def list_inputs(source: str | Path) -> list[dict[str, Any]]:
+def _shown_path(path: Path, root: Path, full_paths: bool) -> str:
+    """The path written to the outputs: relative to the input folder (``root``) unless ``full_paths``."""
+    absolute = Path(os.path.abspath(path))
+    if full_paths:
+        return str(absolute)
+    try:
+        return str(absolute.relative_to(root))
+    except ValueError:  # a manifest row outside the manifest's folder
+        return str(absolute)
+
+
+def list_inputs(source: str | Path, full_paths: bool = False) -> list[dict[str, Any]]:
     """The data list for inference: one dict per image, in a stable order.
 
     Args:
         source: a folder (searched recursively for ``*.dcm``, ``*.dicom``, ``*.dcm.gz`` and any other file with
             the DICOM ``DICM`` preamble), one image file (DICOM, or PNG/JPG as in MIMIC-CXR-JPG), or a radmi
             manifest CSV (its ``image_path`` column; ids are kept for the output).
+        full_paths: write absolute paths to the outputs; by default ``path`` is relative to the input folder
+            (the folder itself, a single file's folder, or the manifest's folder), since MIMIC-CXR-style paths
+            carry subject ids and the input folder's location says nothing about the image.
+
+    In a folder, entries that are not readable regular files (dangling symbolic links, link loops, FIFOs,
+    sockets, devices) are listed too, whatever their name, with ``error`` set to the reason: they are never
+    opened (a FIFO would block) and end as failed rows of the output. A link to a regular file is followed.
 
     Returns:
-        dicts with ``image_path`` (absolute path, read by the preprocessing), ``path`` (the same, kept for the
-        output), ``dicom_id``, ``study_id`` (the manifest's; for files, from a MIMIC-CXR-style ``s<digits>``
-        parent folder, else empty) and ``index`` (input order).
+        dicts with ``image_path`` (absolute path, read by the preprocessing), ``path`` (for the output:
+        relative, or absolute with ``full_paths``), ``dicom_id``, ``study_id`` (the manifest's; for files, from a
+        MIMIC-CXR-style ``s<digits>`` parent folder, else empty), ``index`` (input order) and, for a bad entry,
+        ``error``.
 
     Raises:
-        BundleError: the source does not exist, or a folder holds no DICOM file.
+        BundleError: the source does not exist, or a folder holds no DICOM file (nor any bad entry).
     """
     path = Path(source).expanduser()
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         raise BundleError("no such file or folder to predict on", path=path)
+    problem = None if path.is_dir() else file_problem(path)
+    if problem is not None:
+        raise BundleError(f"cannot predict on it: {problem}", path=path)
     if path.is_file() and path.name.lower().endswith(MANIFEST_SUFFIXES):
         from radmi.data.manifest import read_manifest
 
+        root = Path(os.path.abspath(path)).parent
         frame = read_manifest(path)
+        files = [Path(str(row.image_path)) for row in frame.itertuples(index=False)]
         rows = [
-            {"path": str(row.image_path), "dicom_id": str(row.dicom_id), "study_id": str(row.study_id)}
-            for row in frame.itertuples(index=False)
+            {"image_path": str(file), "dicom_id": str(row.dicom_id), "study_id": str(row.study_id)}
+            for file, row in zip(files, frame.itertuples(index=False), strict=True)
         ]
     elif path.is_file():
-        rows = [{"path": str(path.resolve()), "dicom_id": path.stem, "study_id": study_id_from_path(path)}]
+        root = Path(os.path.abspath(path)).parent
+        files = [path]
+        rows = [
+            {"image_path": str(path.resolve()), "dicom_id": path.stem, "study_id": study_id_from_path(path)}
+        ]
     else:
-        files = sorted(p for p in path.rglob("*") if p.is_file() and _is_dicom_candidate(p))
-        if not files:
+        root = Path(os.path.abspath(path))
+        files, rows = [], []
+        for entry in sorted(path.rglob("*")):
+            if entry.is_dir():
+                continue
+            reason = file_problem(entry)  # stat only: a FIFO or a link loop is never opened
+            if reason is None and not _is_dicom_candidate(entry):
+                continue
+            row = {"image_path": str(Path(os.path.abspath(entry))), "dicom_id": entry.stem}
+            row["study_id"] = study_id_from_path(entry)
+            if reason is not None:
+                row["error"] = f"bad input: {reason}"
+            else:
+                row["image_path"] = str(entry.resolve())
+            files.append(entry)
+            rows.append(row)
+        if not rows:
             raise BundleError(
                 "the folder holds no DICOM file (*.dcm, *.dicom or extension-less DICOM)", path=path
             )
-        rows = [{"path": str(p.resolve()), "dicom_id": p.stem, "study_id": study_id_from_path(p)} for p in files]
-    for index, row in enumerate(rows):
-        row["image_path"] = row["path"]  # the key radmi.data.pipeline.image_transforms reads
+    for index, (file, row) in enumerate(zip(files, rows, strict=True)):
+        row["path"] = _shown_path(file, root, full_paths)
         row["index"] = index
     return rows
 
@@ -138,6 +183,9 @@ class InferenceDataset(Dataset):
     def _transform(self, index: int) -> dict[str, Any]:
         item = dict(self.data[index])
         bookkeeping = {key: item[key] for key in ("path", "dicom_id", "study_id", "index") if key in item}
+        if item.get("error"):  # listed as bad by list_inputs (link loop, FIFO, ...): never opened
+            logger.warning("cannot predict %s: %s", bookkeeping.get("path"), item["error"])
+            return {**bookkeeping, "error": item["error"]}
         try:
             out = apply_transform(self.transform, item) if self.transform is not None else item
         except Exception as err:  # one unreadable file must not stop the others: report it and go on
@@ -199,6 +247,9 @@ class ProbabilityWriter:
     The evaluator must run with ``decollate=False`` and a sigmoid in its postprocessing, so that
     ``engine.state.output["pred"]`` is ``B x F`` probabilities for the readable files of ``engine.state.batch``.
 
+    A row whose probabilities are not all finite is written as ``status=error`` with its reason, never as ``ok``;
+    the JSON never holds a bare ``NaN``.
+
     CSV columns: ``path, dicom_id, study_id, status`` (``ok`` or ``error``; ``study_id`` only when some input has one:
     a manifest row or a MIMIC-CXR-style ``s<digits>`` folder), ``error``, then one column per
     finding (probability in [0, 1], empty for a failed file). The JSON holds ``findings`` (names), ``predictions``
@@ -254,8 +305,17 @@ class ProbabilityWriter:
                 f"({len(batch['path'])}, {len(self.finding_names)}): one probability per finding"
             )
         for i, path in enumerate(batch["path"]):
-            row = self._row(path, batch["dicom_id"][i], batch["study_id"][i], batch["index"][i], "ok", "")
-            row["probabilities"] = [float(p) for p in probs[i]]
+            values = [float(p) for p in probs[i]]
+            if all(math.isfinite(v) for v in values):
+                row = self._row(path, batch["dicom_id"][i], batch["study_id"][i], batch["index"][i], "ok", "")
+                row["probabilities"] = values
+            else:  # never an "ok" row with NaN: the image or the network gave non-finite output
+                reason = "non-finite output: the network gave NaN/inf probabilities for this image"
+                logger.warning("cannot predict %s: %s", path, reason)
+                row = self._row(
+                    path, batch["dicom_id"][i], batch["study_id"][i], batch["index"][i], "error", reason
+                )
+                row["probabilities"] = None
             self.rows.append(row)
         for item in batch["failed"]:
             row = self._row(
@@ -284,7 +344,11 @@ class ProbabilityWriter:
         self.rows.sort(key=lambda row: row["index"])
         self.output_dir.mkdir(parents=True, exist_ok=True)
         # a column that is empty on every row says nothing; it is written only when some row has a study id
-        ids = ("path", "dicom_id", "study_id") if any(row["study_id"] for row in self.rows) else ("path", "dicom_id")
+        ids = (
+            ("path", "dicom_id", "study_id")
+            if any(row["study_id"] for row in self.rows)
+            else ("path", "dicom_id")
+        )
         table = pd.DataFrame(
             [
                 {
@@ -317,7 +381,8 @@ class ProbabilityWriter:
             "num_failed": self.num_failed,
             "predictions": records,
         }
-        self.json_path.write_text(json.dumps(summary, indent=2) + "\n")
+        # allow_nan=False: bare NaN is not JSON; a non-finite value would be a bug here, so it must fail loudly
+        self.json_path.write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
         logger.info(
             "wrote %d predictions (%d files failed) to %s and %s",
             self.num_ok,

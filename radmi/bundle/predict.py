@@ -44,6 +44,8 @@ def predict(
     num_workers: int | None = None,
     progress: bool = True,
     sha256: str | None = None,
+    full_paths: bool = False,
+    trust: bool = False,
 ) -> PredictionSummary:
     """Classify DICOMs with a findings bundle.
 
@@ -59,17 +61,32 @@ def predict(
         num_workers: DataLoader worker processes; the bundle's default when None.
         progress: show a tqdm progress bar.
         sha256: expected SHA256 of a bundle zip (bare hash or the ``.sha256`` file's line); an error for a folder.
+        full_paths: write absolute input paths to the CSV/JSON; by default they are relative to the input folder
+            (MIMIC-CXR-style absolute paths say where the data lives and carry subject ids).
+        trust: run the bundle's configs even if it is not trusted. ``configs/inference.json`` is code (MONAI
+            ``$`` expressions); radmi runs it only for a zip whose ``sha256`` was given here, a bundle listed in
+            the trust file (written by radmi on this machine, or ``radmi bundle trust``), a shipped bundle, or
+            with ``trust=True`` (:mod:`radmi.trust`). Otherwise :class:`BundleError` says why.
 
     Returns:
         the counts (an unreadable file is counted in ``num_failed`` and listed in the CSV with its error).
     """
     from radmi.bundle.verify import unpacked_bundle
+    from radmi.trust import require_trusted
 
-    options = dict(device=device, batch_size=batch_size, num_workers=num_workers, progress=progress)
+    options = dict(
+        device=device,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        progress=progress,
+        full_paths=full_paths,
+    )
     if not Path(bundle).exists():
         raise BundleError("no such bundle folder or zip", path=bundle)
     if Path(bundle).is_file():  # the release zip: hash check, then unpacked (a non-zip file is refused there)
         with unpacked_bundle(bundle, sha256) as unpacked:
+            if not unpacked.trusted:
+                require_trusted(bundle, trust=trust)
             logger.info(
                 "bundle zip %s%s, unpacked to %s",
                 bundle,
@@ -79,6 +96,8 @@ def predict(
             return _predict_folder(unpacked.root, inputs, out, **options)
     if sha256:
         raise BundleError("a SHA256 applies to the bundle zip, not to an unpacked folder", path=bundle)
+    if (Path(bundle) / "configs" / "inference.json").is_file():  # else _predict_folder names what is missing
+        require_trusted(bundle, trust=trust)
     return _predict_folder(Path(bundle), inputs, out, **options)
 
 
@@ -91,6 +110,7 @@ def _predict_folder(
     batch_size: int | None,
     num_workers: int | None,
     progress: bool,
+    full_paths: bool = False,
 ) -> PredictionSummary:
     import torch
     from monai.bundle import ConfigWorkflow
@@ -113,6 +133,8 @@ def _predict_folder(
         "output_name": output_name,
         "show_progress": bool(progress),
     }
+    if full_paths:  # radmi's own expression (the bundle's dataset_data calls list_inputs(@dataset_dir))
+        overrides["dataset_data"] = "$radmi.bundle.inference.list_inputs(@dataset_dir, full_paths=True)"
     if device is not None:
         overrides["device"] = f"$torch.device({device!r})"
     if batch_size is not None:

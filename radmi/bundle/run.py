@@ -9,7 +9,8 @@
 2. renames deprecated override keys (:data:`RENAMED_KEYS`, with a ``FutureWarning``);
 3. builds MONAI's ``ConfigWorkflow`` with the overrides, exactly as ``python -m monai.bundle run`` would, and
    initializes it;
-4. on rank 0 only, writes the executed config (recipe + overrides) to ``out/config.json``;
+4. on rank 0 only, writes the executed config (recipe + overrides) to ``out/config.json`` and lists its SHA256 in
+   the local trust file (:mod:`radmi.trust`), so radmi's own later commands may evaluate it;
 5. runs and finalizes it; a radmi error that MONAI wrapped (``RuntimeError: Failed to instantiate ...``) is
    re-raised as itself, so the CLI prints radmi's one-line message instead of a MONAI traceback.
 """
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from radmi.errors import BundleError, TrainingError, radmi_cause
+from radmi.trust import record_trusted
 
 if TYPE_CHECKING:
     from monai.bundle import ConfigWorkflow
@@ -171,6 +173,8 @@ def load_recipe(
     if out is not None and is_rank_zero():
         Path(out).mkdir(parents=True, exist_ok=True)
         workflow.parser.export_config_file(workflow.parser.get(), str(Path(out) / CONFIG_FILE), indent=2)
+        # radmi wrote it: later `explain`/`evaluate-grounding`/`zero-shot` may evaluate it (radmi.trust)
+        record_trusted(Path(out) / CONFIG_FILE)
     return workflow
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
 import re
 import shutil
 import tempfile
@@ -28,6 +29,7 @@ import torch
 
 from radmi.data.cache_store import file_sha256
 from radmi.errors import BundleError
+from radmi.trust import require_trusted, trusted_hashes
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +46,10 @@ MAX_REPO_FILE_BYTES = 25 * 1024 * 1024
 LOCAL_SCHEMA = Path(__file__).with_name("metadata_schema.json")
 #: Tolerance of the TorchScript-versus-eager output comparison (logits, float32).
 TORCHSCRIPT_ATOL = 1e-4
+#: Most bytes a bundle zip may unpack to (the sum of its members' declared sizes), checked before extraction.
+MAX_EXTRACT_BYTES = 1 << 30
+#: Most members a bundle zip may hold.
+MAX_EXTRACT_MEMBERS = 10_000
 
 
 @dataclass
@@ -159,8 +165,25 @@ def _bundle_root_in(folder: Path) -> Path:
     return roots[0]
 
 
-def _safe_extract(zip_path: Path, dest: Path) -> None:
+def _safe_extract(zip_path: Path, dest: Path, max_bytes: int | None = None) -> None:
+    """Unpack ``zip_path`` into ``dest`` after checking every member stays inside it and the members' declared
+    sizes add up to at most ``max_bytes`` (default :data:`MAX_EXTRACT_BYTES`). ``zipfile`` stops reading a
+    member at its declared size, so a member cannot unpack to more than it declares."""
+    limit = MAX_EXTRACT_BYTES if max_bytes is None else int(max_bytes)
     with zipfile.ZipFile(zip_path) as archive:
+        members = archive.infolist()
+        if len(members) > MAX_EXTRACT_MEMBERS:
+            raise BundleError(
+                f"the zip holds {len(members)} members, more than the {MAX_EXTRACT_MEMBERS} a bundle may have",
+                path=zip_path,
+            )
+        total = sum(info.file_size for info in members)
+        if total > limit:
+            raise BundleError(
+                f"the zip would unpack to {total / 2**20:.0f} MiB, over the {limit / 2**20:.0f} MiB limit of a "
+                "bundle; nothing was unpacked",
+                path=zip_path,
+            )
         for member in archive.namelist():
             target = (dest / member).resolve()
             if not target.is_relative_to(dest.resolve()):
@@ -235,17 +258,44 @@ def _input_shape(metadata: dict) -> list[int]:
     return [1, 1, *[int(s) if str(s).isdigit() else 224 for s in spatial]]
 
 
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
+def load_weights(bundle_dir: Path, device: str = "cpu") -> dict:
+    """``models/model.pt`` loaded with ``torch.load(weights_only=True)``: tensors only, no code.
+
+    Raises:
+        BundleError: the file is not a plain state dict (e.g. a pickle payload that weights-only loading refuses).
+    """
+    weights = bundle_dir / "models" / "model.pt"
+    try:
+        state = torch.load(weights, map_location=device, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, TypeError, AttributeError) as err:
+        raise BundleError(
+            f"models/model.pt is not a plain weights file (weights-only loading refused it: {_first_line(err)})",
+            path=weights,
+        ) from err
+    if not isinstance(state, dict):
+        raise BundleError(f"models/model.pt holds a {type(state).__name__}, not a state dict", path=weights)
+    return state
+
+
 def load_network(bundle_dir: Path, device: str = "cpu") -> torch.nn.Module:
-    """``network_def`` of ``configs/inference.json`` with ``models/model.pt`` loaded strictly (weights_only)."""
+    """``network_def`` of ``configs/inference.json`` with ``models/model.pt`` loaded strictly (weights_only).
+
+    This evaluates ``inference.json`` (MONAI config code): call it on a trusted bundle only (:mod:`radmi.trust`).
+    """
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()
     parser.read_config(str(bundle_dir / "configs" / "inference.json"))
     parser["bundle_root"] = str(bundle_dir)
+    state = load_weights(bundle_dir, device)
     network = parser.get_parsed_content("network_def")
     weights = bundle_dir / "models" / "model.pt"
     try:
-        state = torch.load(weights, map_location=device, weights_only=True)
         network.load_state_dict(state, strict=True)
     except (RuntimeError, KeyError, TypeError) as err:
         raise BundleError(f"models/model.pt does not fit network_def: {err}", path=weights) from err
@@ -315,15 +365,27 @@ def check_torchscript(bundle_dir: Path, metadata: dict, keep: bool = False) -> P
 
 
 def verify_bundle_dir(
-    bundle_dir: str | Path, *, online_schema: bool = False, keep_torchscript: bool = False
+    bundle_dir: str | Path,
+    *,
+    online_schema: bool = False,
+    keep_torchscript: bool = False,
+    trust: bool = False,
 ) -> VerifyReport:
-    """Run every check on an unpacked bundle folder; raise :class:`BundleError` on the first failure."""
+    """Run every check on an unpacked bundle folder; raise :class:`BundleError` on the first failure.
+
+    The checks that read files as data run first (files, metadata, weights-only loading of ``model.pt``). The
+    network checks evaluate ``configs/inference.json``, which is code: they run only when the folder is trusted
+    (:func:`radmi.trust.is_trusted`) or ``trust`` is True, else a :class:`BundleError` says why.
+    """
     root = Path(bundle_dir)
     report = VerifyReport(bundle_dir=root)
     check_files(root)
     report.passed("required files present, none over 25 MB without large_files.yml")
     metadata = check_metadata(root, online_schema=online_schema)
     report.passed("metadata.json follows the bundle schema; 1-channel [0, 1] xray input; 14 named findings")
+    load_weights(root)
+    report.passed("models/model.pt loads with weights_only (tensors only, no code)")
+    require_trusted(root, trust=trust)
     load_network(root)
     report.passed("models/model.pt loads into network_def (strict, weights_only)")
     check_net_in_out(root)
@@ -356,6 +418,14 @@ class UnpackedBundle:
     root: Path
     sha256: str
     sha256_checked: bool
+    #: the hash was given in this call (``sha256``/``sha256_file``), not only read from a file beside the zip:
+    #: what makes the unpacked configs trusted (:mod:`radmi.trust`)
+    sha256_given: bool = False
+
+    @property
+    def trusted(self) -> bool:
+        """The configs inside may be evaluated: the hash was given in this call, or the zip is in the trust file."""
+        return self.sha256_given or self.sha256 in trusted_hashes()
 
 
 @contextmanager
@@ -365,6 +435,7 @@ def unpacked_bundle(
     sha256_file: str | Path | None = None,
     *,
     dir: str | Path | None = None,
+    max_bytes: int | None = None,
 ) -> Iterator[UnpackedBundle]:
     """Check a bundle zip's SHA256 (when one is known, see :func:`expected_sha256`), then unpack it into a
     temporary folder that is removed on exit.
@@ -374,7 +445,8 @@ def unpacked_bundle(
     ``configs/metadata.json``).
 
     Raises:
-        BundleError: a hash mismatch, a file that is not a zip, a member escaping the folder, or no bundle inside.
+        BundleError: a hash mismatch, a file that is not a zip, a member escaping the folder, members adding up
+            to more than ``max_bytes`` (default :data:`MAX_EXTRACT_BYTES`), or no bundle inside.
     """
     zip_path = Path(zip_path)
     if not zip_path.is_file():
@@ -385,11 +457,14 @@ def unpacked_bundle(
         raise BundleError("not a zip file", path=zip_path)
     with tempfile.TemporaryDirectory(prefix="radmi-bundle-", dir=dir) as tmp:
         try:
-            _safe_extract(zip_path, Path(tmp))
+            _safe_extract(zip_path, Path(tmp), max_bytes)
         except (zipfile.BadZipFile, OSError) as err:
             raise BundleError(f"cannot unpack the zip: {err}", path=zip_path) from err
         yield UnpackedBundle(
-            root=_bundle_root_in(Path(tmp)), sha256=actual, sha256_checked=expected is not None
+            root=_bundle_root_in(Path(tmp)),
+            sha256=actual,
+            sha256_checked=expected is not None,
+            sha256_given=bool(sha256 or sha256_file),
         )
 
 
@@ -399,6 +474,7 @@ def verify_bundle(
     *,
     sha256_file: str | Path | None = None,
     online_schema: bool = False,
+    trust: bool = False,
 ) -> VerifyReport:
     """Verify a bundle folder or zip.
 
@@ -406,6 +482,13 @@ def verify_bundle(
     ``<hash>  <name>`` line), else the content of ``sha256_file``, else the ``<zip>.sha256`` file beside it if
     present; a mismatch raises :class:`BundleError` before anything in the zip is read. A folder has no hash:
     passing a SHA256 for a folder is an error.
+
+    The network checks evaluate the bundle's ``configs/inference.json`` (MONAI config code). They run only for a
+    trusted bundle: a zip whose hash was given in this call (``sha256``/``sha256_file``; a ``.sha256`` file
+    beside the zip proves only that the download is complete), a zip or folder listed in the trust file
+    (``radmi bundle trust``, or written by radmi on this machine), or ``trust=True``. Otherwise a
+    :class:`BundleError` says the bundle is not trusted, after the data-only checks. A zip that passes with a
+    given hash is added to the trust file with its configs (so the same bundle's unpacked folder is trusted).
     """
     path = Path(path)
     if not path.exists():
@@ -413,9 +496,22 @@ def verify_bundle(
     if path.is_dir():
         if sha256 or sha256_file:
             raise BundleError("a SHA256 applies to the bundle zip, not to an unpacked folder", path=path)
-        return verify_bundle_dir(path, online_schema=online_schema)
+        return verify_bundle_dir(path, online_schema=online_schema, trust=trust)
     with unpacked_bundle(path, sha256, sha256_file) as unpacked:
-        report = verify_bundle_dir(unpacked.root, online_schema=online_schema)
+        try:
+            report = verify_bundle_dir(
+                unpacked.root, online_schema=online_schema, trust=trust or unpacked.trusted
+            )
+        except BundleError as err:
+            if err.path is not None and Path(err.path) == unpacked.root:  # name the zip, not the temporary folder
+                raise BundleError(err.reason.replace(str(unpacked.root), str(path)), path=path) from err
+            raise
+        if unpacked.sha256_given:
+            # the user's hash vouches for the zip: list it and its configs, so that the folder MONAI's downloader
+            # unpacked from the same zip (the same config bytes) is trusted by `radmi predict` too
+            from radmi.trust import record_trusted
+
+            record_trusted([path, unpacked.root])
     report.bundle_dir = path
     report.sha256 = unpacked.sha256
     if unpacked.sha256_checked:

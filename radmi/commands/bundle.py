@@ -1,4 +1,5 @@
-"""``radmi bundle export|verify``: package a classification run as a MONAI bundle, and check a bundle."""
+"""``radmi bundle export|verify|trust``: package a classification run as a MONAI bundle, check a bundle, and list
+a bundle or run folder in the local trust file (MONAI configs are code; see :mod:`radmi.trust`)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--overwrite", action="store_true", help="replace an existing bundle of that name in --out"
     )
     export.add_argument(
+        "--trust",
+        action="store_true",
+        help="export even if the run's models/model.json names code outside radmi.models",
+    )
+    export.add_argument(
         "--half-weights",
         action="store_true",
         help="store models/model.pt in float16 (half the size; the network still runs in float32)",
@@ -44,8 +50,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "verify",
         help="check a bundle folder or zip (SHA256, metadata, network in/out, TorchScript)",
         description="Check a bundle folder or zip. A zip whose SHA256 differs from --sha256, from --sha256-file "
-        "or (when neither is given) from the <zip>.sha256 file beside it is refused before it is unpacked.",
+        "or (when neither is given) from the <zip>.sha256 file beside it is refused before it is unpacked. "
+        "MONAI configs are code: the network checks run only for a trusted bundle (the hash given here, an entry "
+        "of the trust file, or --trust).",
     )
+
+    trust = sub.add_parser(
+        "trust",
+        help="list a bundle folder, bundle zip or run folder in the local trust file",
+        description="MONAI configs are code ($ expressions, _target_). radmi runs the configs of a bundle or run "
+        "folder only when it is trusted. This adds the SHA256 of PATH's configs (configs/*.json of a bundle, "
+        "config.json and models/objective.json of a run) or of the zip to the trust file "
+        "($RADMI_TRUST_FILE, else ~/.config/radmi/trusted.sha256). Editing a trusted config untrusts it.",
+    )
+    trust.add_argument("paths", nargs="+", metavar="PATH", help="bundle folder, bundle zip or run folder")
     verify.add_argument("bundle", help="bundle folder or zip")
     hash_source = verify.add_mutually_exclusive_group()
     hash_source.add_argument(
@@ -60,6 +78,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="FILE",
         help="the release's .sha256 file (sha256sum format) holding the expected hash",
+    )
+    verify.add_argument(
+        "--trust",
+        action="store_true",
+        help="run the network checks (they evaluate configs/inference.json, which is code) even if the bundle is "
+        "not trusted: no --sha256/--sha256-file given and not in the trust file",
     )
     verify.add_argument(
         "--online-schema",
@@ -81,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
             image_size=args.image_size,
             overwrite=args.overwrite,
             half_weights=args.half_weights,
+            trust=args.trust,
         )
         for check in result.report.checks:
             print(f"  ok  {check}")
@@ -96,11 +121,20 @@ def run(args: argparse.Namespace) -> int:
             sha256=args.sha256,
             sha256_file=args.sha256_file,
             online_schema=args.online_schema,
+            trust=args.trust,
         )
         for check in report.checks:
             print(f"  ok  {check}")
         if report.sha256:
             print(f"sha256: {report.sha256}")
         print(f"bundle verified: {report.bundle_dir}")
+        return 0
+    if args.action == "trust":
+        from radmi.trust import trust_file, trust_path
+
+        for path in args.paths:
+            digests = trust_path(path)
+            print(f"trusted {path} ({len(digests)} file{'s' if len(digests) != 1 else ''})")
+        print(f"trust file: {trust_file()}")
         return 0
     raise BundleError(f"unknown action {args.action}")

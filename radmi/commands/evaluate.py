@@ -30,15 +30,28 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override any item of evaluate.json"
     )
+    parser.add_argument(
+        "--trust",
+        action="store_true",
+        help="take expressions from the run's config.json even if radmi did not write it on this machine",
+    )
 
 
-def inherited_settings(run_dir: Path) -> dict[str, Any]:
-    """The preprocessing items of the run's ``config.json`` (absent ones are left to the recipe)."""
+def inherited_settings(run_dir: Path, trust: bool = False) -> dict[str, Any]:
+    """The preprocessing items of the run's ``config.json`` (absent ones are left to the recipe).
+
+    They become overrides of the evaluation recipe, where a ``$`` string is evaluated: a run that is not
+    trusted (:mod:`radmi.trust`) must hold literal values there, else a one-line :class:`ModelLoadError`.
+    """
     from radmi.bundle.runs import require_run
+    from radmi.trust import is_literal, require_trusted
 
     path = require_run(run_dir, "finetune") / "config.json"
     config = json.loads(path.read_text())
-    return {key: config[key] for key in INHERITED if key in config}
+    settings = {key: config[key] for key in INHERITED if key in config}
+    if not all(is_literal(value) for value in settings.values()):
+        require_trusted(run_dir, trust=trust, what="run")
+    return settings
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
 
     run_dir = Path(args.run_dir)
     overrides: dict[str, Any] = {
-        **inherited_settings(run_dir),
+        **inherited_settings(run_dir, trust=args.trust),
         "run_dir": str(run_dir),
         "dataset_dir": str(args.data),
         "split": args.split,

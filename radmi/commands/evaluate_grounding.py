@@ -41,6 +41,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--out", type=Path, default=None, help="output folder (default RUN_DIR/grounding/SPLIT)"
     )
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--trust",
+        action="store_true",
+        help="evaluate the run's config.json even if radmi did not write it on this machine (MONAI configs are "
+        "code; see docs/bundles.md)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     from radmi.eval import grounding
     from radmi.eval.explain import PretrainedRun
 
-    pretrained = PretrainedRun(run_dir, device=args.device)
+    pretrained = PretrainedRun(run_dir, device=args.device, trust=args.trust)
     pairs, counts = grounding.grounding_pairs(
         pretrained,
         args.data,

@@ -30,6 +30,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="finding-locations.csv.gz of demo data: draw this image's ground-truth boxes",
     )
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument(
+        "--trust",
+        action="store_true",
+        help="evaluate the run's config.json even if radmi did not write it on this machine (MONAI configs are "
+        "code; see docs/bundles.md)",
+    )
 
 
 def _image_boxes(table_path: Path, image: Path):
@@ -65,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     except OSError as err:
         raise ReportError(f"cannot read the report: {err.strerror}", path=args.report) from err
     boxes = _image_boxes(args.boxes, args.image) if args.boxes else []
-    run_ = PretrainedRun(run_dir, device=args.device)
+    run_ = PretrainedRun(run_dir, device=args.device, trust=args.trust)
     out = explain_image(
         run_, args.image, report, args.out / f"{args.image.name.split('.')[0]}_explain.png", boxes
     )

@@ -81,8 +81,13 @@ def run_recipe(config: str = "train.json", out: str | Path | None = None, **over
 
 
 def run(args: argparse.Namespace) -> int:
+    from radmi.bundle.run import load_recipe, run_workflow
+
     out = Path(args.out)
-    run_recipe("train.json", out=out, **overrides_from_args(args))
+    workflow = load_recipe(BUNDLE, "train.json", overrides_from_args(args), out=out)
+    size = int(workflow.parser.get_parsed_content("image_size"))
+    print(f"radmi finetune: training at {size} x {size} px (the recipe's image_size; --set image_size=N to change)")
+    run_workflow(workflow)
     print(f"radmi finetune: done; best model (validation macro AUROC) in {out / 'models' / 'model.pt'}")
     print(f"  TensorBoard: tensorboard --logdir {out / 'tensorboard'}")
     return 0

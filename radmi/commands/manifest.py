@@ -144,6 +144,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
     check = sub.add_parser("check", help="open every row and report problems (exit 1 if any)")
     check.add_argument("manifest", type=Path)
+    check.add_argument(
+        "--root",
+        type=Path,
+        default=None,
+        help="dataset folder every image/report path must resolve inside; a row outside it is a problem "
+        "(default: no root check)",
+    )
+    check.add_argument(
+        "--allow-outside-root",
+        action="store_true",
+        help="turn the --root check off",
+    )
     check.add_argument("--problems", type=Path, default=None, help="write the per-row problem table as CSV")
 
 
@@ -241,7 +253,7 @@ def run(args: argparse.Namespace) -> int:
         _print_built(manifest, args.out)
         _print_skipped(skipped)
         return 0
-    result = check_manifest(args.manifest)
+    result = check_manifest(args.manifest, root=args.root, allow_outside_root=args.allow_outside_root)
     if args.problems is not None:
         args.problems.parent.mkdir(parents=True, exist_ok=True)
         result.problems.to_csv(args.problems, index=False)

@@ -15,10 +15,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     sha = parser.add_mutually_exclusive_group()
     sha.add_argument(
-        "--sha256", default=None, help="expected SHA256 of a bundle zip: the hash, or the line of its .sha256 file"
+        "--sha256",
+        default=None,
+        help="expected SHA256 of a bundle zip: the hash, or the line of its .sha256 file",
     )
     sha.add_argument(
-        "--sha256-file", type=Path, default=None, help="the zip's .sha256 file (default: <zip>.sha256 when present)"
+        "--sha256-file",
+        type=Path,
+        default=None,
+        help="the zip's .sha256 file (default: <zip>.sha256 when present)",
     )
     parser.add_argument(
         "--input", required=True, help="a folder of DICOMs, one DICOM file, or a radmi manifest CSV"
@@ -34,6 +39,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--workers", type=int, default=None, help="DataLoader worker processes (default: the bundle's)"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--trust",
+        action="store_true",
+        help="run the bundle's configs even if it is not trusted (no --sha256 given, not in the trust file); "
+        "MONAI configs are code, see docs/bundles.md",
+    )
+    parser.add_argument(
+        "--full-paths",
+        action="store_true",
+        help="write absolute input paths to the CSV/JSON (default: relative to the input folder)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
         num_workers=args.workers,
         progress=not args.no_progress,
         sha256=sha256,
+        full_paths=args.full_paths,
+        trust=args.trust,
     )
     print(
         f"predicted {summary.num_predicted} of {summary.num_images} images"

@@ -48,6 +48,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--finalize", action="store_true", help="only write index.csv + cache.json once all shards are done"
     )
+    parser.add_argument(
+        "--root",
+        default=None,
+        help="dataset folder every image/report path must resolve inside; a row outside it is an error "
+        "(default: no root check)",
+    )
+    parser.add_argument(
+        "--allow-outside-root",
+        action="store_true",
+        help="turn the --root check off",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -73,6 +84,8 @@ def run(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         on_error=args.on_error,
         progress=not args.no_progress,
+        root=args.root,
+        allow_outside_root=args.allow_outside_root,
     )
     print(
         f"shard {summary.shard}: {summary.kept} kept, {summary.bad} bad of {summary.rows} rows "

@@ -60,7 +60,7 @@ from radmi.data.cache_store import (
     shard_rows,
     write_json_atomic,
 )
-from radmi.data.manifest import PATH_COLUMNS, read_manifest
+from radmi.data.manifest import PATH_COLUMNS, read_manifest, require_inside_root
 from radmi.errors import CacheError, radmi_cause
 from radmi.models.hub import OFFLINE_DEFAULT
 
@@ -139,9 +139,34 @@ def cache_params(
 _TRANSFORM = None  # one sample_transform per worker process, built by _init_worker
 
 
+def _die_with_parent() -> None:
+    """Make this worker process exit when its parent dies (Linux ``PR_SET_PDEATHSIG``; a no-op elsewhere).
+
+    After ``kill -9`` of ``radmi prepare`` its pool workers would otherwise live on as orphans, holding memory
+    and the files they read. Nothing is lost: a worker only computes; the parent writes the shards.
+    """
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+    except (OSError, AttributeError):  # no prctl: nothing to do
+        return
+    if os.getppid() == 1:  # the parent died before the prctl took effect
+        os._exit(1)
+
+
 def _init_worker(params: Mapping[str, Any], pool_worker: bool = True) -> None:
     """Build the per-row pipeline once per process (loading the tokenizer is the slow part)."""
     global _TRANSFORM
+    if pool_worker:
+        _die_with_parent()
     import torch
 
     from radmi.data.pipeline import sample_transform
@@ -185,7 +210,11 @@ def _process_chunk(
         except Exception as err:
             cause = radmi_cause(err)
             if cause is None:  # a bug or an environment problem, not bad data: stop with the row named
-                raise CacheError(f"preparing the row failed: {type(err).__name__}: {err}", row=row) from err
+                raise CacheError(
+                    f"preparing the row failed: {type(err).__name__}: {err}",
+                    path=record.get("image_path"),
+                    row=row,
+                ) from err
             if on_error == "raise":
                 raise type(cause)(cause.reason, path=cause.path, row=row) from err
             bad.append(
@@ -500,6 +529,8 @@ def prepare_cache(
     transform_options: Mapping[str, Any] | None = None,
     chunk_size: int = 64,
     progress: bool = True,
+    root: str | PathLike | None = None,
+    allow_outside_root: bool = False,
 ) -> CacheSummary:
     """Decode, resize and tokenize the rows of ``manifest`` once into the cache folder ``out``.
 
@@ -520,6 +551,10 @@ def prepare_cache(
         transform_options: extra keyword arguments for ``sample_transform`` (recorded and checked too).
         chunk_size: rows per work item (a new cache only; a resumed shard keeps its own).
         progress: show a tqdm progress bar.
+        root: the dataset root every ``image_path``/``report_path`` must resolve inside; a row outside it is a
+            :class:`ManifestError` before anything is decoded (a ``report_path=/etc/passwd`` never reaches the
+            cache). None: no root check (the documented flows keep manifests outside the data folder).
+        allow_outside_root: skip that check even when ``root`` is given.
 
     Returns:
         a :class:`CacheSummary`; ``complete`` is True once every shard is done and ``cache.json`` is written.
@@ -536,6 +571,8 @@ def prepare_cache(
     params = cache_params(size, tokenizer, max_length, dtype, transform_options)
     manifest_path = Path(manifest).resolve()
     frame = read_manifest(manifest_path)
+    if root is not None and not allow_outside_root:
+        require_inside_root(frame, Path(root).resolve(), path=manifest_path)
     manifest_info = {"path": str(manifest_path), "sha256": file_sha256(manifest_path), "rows": len(frame)}
     if is_cache(cache_dir):  # finished (possibly in shards): check it and return, nothing to do
         info = load_cache_info(cache_dir)

@@ -7,7 +7,6 @@ reports are loaded with :class:`radmi.transforms.text.LoadReport`.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
@@ -20,11 +19,13 @@ from tqdm.auto import tqdm
 from radmi.data.manifest_schema import (
     PATH_COLUMNS,
     manifest_problems,
+    outside_root,
     read_manifest_strings,
     resolve_paths,
 )
-from radmi.errors import RadmiError
+from radmi.errors import ImageError, RadmiError
 from radmi.transforms.dicom_decode import read_xray_dicom_header
+from radmi.transforms.file_checks import file_problem, open_regular_file
 
 __all__ = ["ManifestCheck", "check_manifest"]
 
@@ -63,20 +64,34 @@ class ManifestCheck:
 
 
 def _check_image(path: str) -> str | None:
-    """None if the image header is readable, else the reason (no pixel decoding)."""
-    from radmi.transforms.image import is_image_file  # here, not at the top: it imports MONAI (seconds)
+    """None if the image header is readable, else the reason (no pixel decoding, never blocks on a FIFO)."""
+    from radmi.transforms.image import DEFAULT_MAX_PIXELS, is_image_file  # here: it imports MONAI (seconds)
 
+    problem = file_problem(path, missing="image file not found")
+    if problem is not None:
+        return problem
     if is_image_file(path):
         try:
-            with Image.open(path) as image:
+            with (
+                open_regular_file(path, ImageError, missing="image file not found") as file,
+                Image.open(file) as image,
+            ):
+                width, height = image.size
+                if width * height > DEFAULT_MAX_PIXELS:
+                    return (
+                        f"image of {height} x {width} = {width * height:,} pixels is larger than the limit "
+                        f"of {DEFAULT_MAX_PIXELS:,} pixels (max_pixels)"
+                    )
                 image.verify()
-        except FileNotFoundError:
-            return "image file not found"
+        except RadmiError as err:
+            return err.reason
+        except Image.DecompressionBombError as err:
+            return f"image too large (Pillow's decompression-bomb limit): {err}"
         except (UnidentifiedImageError, OSError, SyntaxError) as err:
             return f"unreadable image: {err}"
+        except Exception as err:  # any other failure of Pillow on a hostile file is a problem of that file
+            return f"unreadable image: {type(err).__name__}: {str(err)[:300]}"
         return None
-    if not os.path.exists(path):
-        return "image file not found"
     try:
         read_xray_dicom_header(path)
     except RadmiError as err:
@@ -94,12 +109,27 @@ def _check_report(path: str) -> str | None:
     return None
 
 
-def check_manifest(path: str | PathLike, progress: bool = True) -> ManifestCheck:
+def _safe_check(check, path: str) -> str | None:
+    """Run one file check; an unexpected exception becomes the row's problem instead of stopping the check."""
+    try:
+        return check(path)
+    except Exception as err:  # the checker must list every problem, never crash on one file
+        return f"unexpected error reading the file: {type(err).__name__}: {str(err)[:300]}"
+
+
+def check_manifest(
+    path: str | PathLike,
+    progress: bool = True,
+    *,
+    root: str | PathLike | None = None,
+    allow_outside_root: bool = False,
+) -> ManifestCheck:
     """Open every row of a manifest and list what is wrong.
 
     Checks the schema and values (ids, split, labels, duplicate dicom_id), then for each row that the image
     header is readable (DICOM: pydicom without pixels, single-frame greyscale, codec present; PNG/JPG:
-    Pillow) and that the report exists, decodes and is not empty.
+    Pillow) and that the report exists, decodes and is not empty. With ``root``, a path that resolves outside
+    that dataset folder is listed as a problem and never opened, unless ``allow_outside_root``.
     """
     path = Path(path)
     frame = read_manifest_strings(path)
@@ -107,12 +137,23 @@ def check_manifest(path: str | PathLike, progress: bool = True) -> ManifestCheck
     found = [problems]
     if not (problems["row"] == -1).any():
         base = path.resolve().parent
-        columns = {c: resolve_paths(frame[c], base).tolist() for c in PATH_COLUMNS}
+        resolved = {c: resolve_paths(frame[c], base) for c in PATH_COLUMNS}
+        columns = {c: paths.tolist() for c, paths in resolved.items()}
+        dataset_root = Path(root).resolve() if root is not None else None
+        outside = {
+            c: (outside_root(paths, dataset_root) & (frame[c].str.strip() != "")).tolist()
+            if dataset_root is not None and not allow_outside_root
+            else [False] * len(frame)
+            for c, paths in resolved.items()
+        }
         rows = []
         for row in tqdm(range(len(frame)), desc="checking rows", unit=" rows", disable=not progress):
             for column, check in (("image_path", _check_image), ("report_path", _check_report)):
                 file = columns[column][row]
-                reason = check(file) if frame[column].iat[row].strip() else None
+                if outside[column][row]:
+                    reason = f"outside the dataset root {dataset_root} (--root DIR, or --allow-outside-root)"
+                else:
+                    reason = _safe_check(check, file) if frame[column].iat[row].strip() else None
                 if reason is not None:
                     rows.append({"row": row, "column": column, "problem": reason, "path": file})
         found.append(pd.DataFrame(rows, columns=["row", "column", "problem", "path"]))

@@ -26,6 +26,7 @@ from radmi.data.manifest_schema import MANIFEST_COLUMNS, SPLITS, empty_labels, w
 from radmi.data.splits import assign_splits, subject_ids
 from radmi.errors import DicomError, ManifestError, ReportError
 from radmi.transforms.dicom_decode import read_dicom_header
+from radmi.transforms.file_checks import file_problem
 
 __all__ = ["build_folder_manifest", "read_label_table"]
 
@@ -43,7 +44,10 @@ def _read_header(path: Path) -> Dataset:
 
 
 def _dicom_files(images_dir: Path, suffixes: Sequence[str] | None) -> list[Path]:
-    files = sorted(p for p in images_dir.rglob("*") if p.is_file() and p.name != "DICOMDIR")
+    """Every entry under ``images_dir`` that is not a folder (regular files, and also dangling links, link loops,
+    FIFOs, sockets and devices, so that the builder lists those as bad inputs with their reason instead of
+    dropping them silently), by name."""
+    files = sorted(p for p in images_dir.rglob("*") if not p.is_dir() and p.name != "DICOMDIR")
     if suffixes is None:
         return files
     lowered = tuple(s.lower() for s in suffixes)
@@ -206,6 +210,9 @@ def build_folder_manifest(
     rows, skipped = [], 0
     for path in tqdm(_dicom_files(images_dir, suffixes), desc="reading DICOM headers", disable=not progress):
         try:
+            problem = file_problem(path)  # from stat alone: a FIFO is never opened
+            if problem is not None:
+                raise ManifestError(problem, path=path)
             header = _read_header(path)
             key = str(header.get(study_key, "") or "").strip()
             if not key:

@@ -34,8 +34,10 @@ __all__ = [
     "TEXT_COLUMNS",
     "empty_labels",
     "manifest_problems",
+    "outside_root",
     "read_manifest",
     "read_manifest_strings",
+    "require_inside_root",
     "read_source_csv",
     "require_unique",
     "resolve_paths",
@@ -132,6 +134,44 @@ def resolve_paths(paths: pd.Series, base: str | PathLike) -> pd.Series:
         r"(?:^|[\\/])\.\.?(?:[\\/]|$)"
     )  # "../files/..." -> normalized, only where needed
     return joined.where(~dotted, joined[dotted].map(os.path.normpath))
+
+
+def outside_root(paths: pd.Series, root: str | PathLike) -> pd.Series:
+    """Boolean mask of the resolved (absolute, normalized) ``paths`` that are not inside ``root``; empty paths
+    (no file) are never outside.
+
+    The test is on the normalized path (``..`` removed), without following symbolic links: a link inside the
+    root is the dataset's own (datasets are often assembled from links) and :mod:`radmi.transforms.file_checks`
+    still refuses a dangling link, a loop or a special file when the row is opened.
+    """
+    base = os.path.normpath(os.path.abspath(root))
+    prefix = base.rstrip(os.sep) + os.sep
+    normalized = paths.map(lambda p: os.path.normpath(p) if p else p)
+    inside = (normalized == base) | normalized.str.startswith(prefix)
+    return ~inside & (paths != "")
+
+
+#: The hint of an outside-root error.
+OUTSIDE_ROOT_HINT = "give the dataset folder with --root DIR, or pass --allow-outside-root if these files are meant"
+
+
+def require_inside_root(
+    manifest: pd.DataFrame, root: str | PathLike, *, path: str | PathLike | None = None
+) -> None:
+    """Raise a :class:`ManifestError` naming the first row whose resolved ``image_path``/``report_path`` is
+    outside ``root`` (a row with ``report_path=/etc/passwd`` must not put that file into a cache)."""
+    masks = {column: outside_root(manifest[column].astype(str), root).to_numpy() for column in PATH_COLUMNS}
+    rows = np.flatnonzero(np.logical_or.reduce(list(masks.values())))
+    if len(rows):
+        first = int(rows[0])
+        column = next(c for c in PATH_COLUMNS if masks[c][first])
+        raise ManifestError(
+            f"column '{column}': {manifest[column].iat[first]} is outside the dataset root {root}"
+            + (f" ({len(rows) - 1} more row(s))" if len(rows) > 1 else "")
+            + f"; {OUTSIDE_ROOT_HINT}",
+            path=path,
+            row=first,
+        )
 
 
 def typed_manifest(frame: pd.DataFrame) -> pd.DataFrame:

@@ -22,6 +22,7 @@ Rules (following the layout described in ``docs/data.md``):
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 from collections.abc import Sequence
 
@@ -97,9 +98,11 @@ _DOTTED = re.compile(r"(?:[A-Za-z]\.)+[A-Za-z]$")
 # dotted abbreviations that may end a sentence when the next word is capitalized
 _DOTTED_CAN_END = frozenset({"a.m", "p.m"})
 # a candidate boundary: . ! or ? (with closing quotes/brackets), then whitespace
-_CANDIDATE = re.compile(r"[.!?]+[\"')\]]*(?=\s+)")
+# (possessive, and never starting inside a run of . ! ?, so a long run is scanned once, not once per position)
+_CANDIDATE = re.compile(r"(?<![.!?])[.!?]++[\"')\]]*+(?=\s)")
 
 
+@functools.lru_cache(maxsize=4096)
 def normalize_section_name(name: str) -> str:
     """Canonical section name: lower case, single spaces, synonyms and typos mapped (``"IMPRESSON"`` -> ``"impression"``)."""
     key = " ".join(name.lower().split())
@@ -133,17 +136,17 @@ def unwrap(text: str) -> str:
     """
     paragraphs = []
     for block in _BLANK_LINES.split(text.strip("\n")):
-        lines: list[str] = []
+        lines: list[list[str]] = []  # each output line as its parts, joined once (linear, not quadratic)
         for raw in block.split("\n"):
             line = _SPACES.sub(" ", raw).strip()
             if not line:
                 continue
             if lines and not _LIST_MARKER.match(line):
-                lines[-1] = f"{lines[-1]} {line}"
+                lines[-1].append(line)
             else:
-                lines.append(line)
+                lines.append([line])
         if lines:
-            paragraphs.append("\n".join(lines))
+            paragraphs.append("\n".join(" ".join(parts) for parts in lines))
     return "\n\n".join(paragraphs)
 
 
@@ -160,14 +163,26 @@ def _split_addenda(text: str) -> tuple[str, str]:
 def _headers(body: str) -> list[re.Match]:
     """Header matches; an unknown upper-case name counts only after a blank line or at the start."""
     kept = []
+    first = _first_non_space(body, 0)
     for match in _HEADER.finditer(body):
         if _is_known_name(match.group(1)):
             kept.append(match)
             continue
-        before = body[: match.start()]
-        if not before.strip() or _PARAGRAPH_END.search(before):
+        # what precedes the match is only whitespace, or ends with a blank line (without copying it)
+        if match.start() <= first or _ends_with_blank_line(body, match.start()):
             kept.append(match)
     return kept
+
+
+def _ends_with_blank_line(body: str, pos: int) -> bool:
+    """Whether ``body[:pos]`` ends with ``\\n[ \\t]*\\n[ \\t]*`` (``_PARAGRAPH_END``), scanning back only."""
+    for _ in range(2):
+        while pos > 0 and body[pos - 1] in " \t":
+            pos -= 1
+        if pos == 0 or body[pos - 1] != "\n":
+            return False
+        pos -= 1
+    return True
 
 
 def _last_paragraph(body: str) -> str:
@@ -211,22 +226,46 @@ def parse_report(text: str) -> dict[str, str]:
     return result
 
 
-def _ends_sentence(chunk: str, following: str) -> bool:
-    """Whether the punctuation that ends ``chunk`` closes a sentence, given the text that follows it."""
-    following = following.lstrip()
+#: Longest report text radmi reads, in characters (``radmi.transforms.text.LoadReport`` refuses longer files).
+#: Real reports are a few KB; ``split_sentences`` is linear, so the cap only bounds memory and time per report.
+MAX_REPORT_CHARS = 1_000_000
+
+_NON_SPACE = re.compile(r"\S")
+_CLOSERS = ".\"')]"
+
+
+def _word_kind(last_word: str) -> str:
+    """What the last word before a candidate boundary is: ``dotted``/``dotted_end`` (e.g. / a.m.), ``abbrev``
+    (Dr, approx), ``digit`` or ``other``."""
+    bare = last_word.lstrip("([\"'")
+    if _DOTTED.fullmatch(bare):
+        return "dotted_end" if bare.lower() in _DOTTED_CAN_END else "dotted"
+    if bare.lower() in _ABBREVIATIONS:
+        return "abbrev"
+    if bare.isdigit():
+        return "digit"
+    return "other"
+
+
+def _ends_sentence(kind: str, single_word: bool, ends_with_bang: bool, following: str) -> bool:
+    """Whether the punctuation closes a sentence.
+
+    Args:
+        kind: :func:`_word_kind` of the chunk's last word (after stripping trailing ``.\"')]``).
+        single_word: the chunk (from the previous boundary) is that one word.
+        ends_with_bang: the chunk ends with ``!`` or ``?``.
+        following: the first (up to 3) non-space characters after the punctuation; ``""`` at the end of line.
+    """
     if not following:
         return True
-    if chunk.endswith(("!", "?")):
+    if ends_with_bang:
         return True
     starts_upper = following[0].isupper() or following[0].isdigit() or following.startswith(("___", '"', "("))
-    words = chunk.rstrip(".\"')]").split()
-    last = words[-1] if words else ""
-    bare = last.lstrip("([\"'")
-    if _DOTTED.fullmatch(bare):  # e.g. i.e. a.m.
-        return bare.lower() in _DOTTED_CAN_END and starts_upper
-    if bare.lower() in _ABBREVIATIONS:  # Dr. Smith, approx. 3 cm
+    if kind in ("dotted", "dotted_end"):  # e.g. i.e. a.m.
+        return kind == "dotted_end" and starts_upper
+    if kind == "abbrev":  # Dr. Smith, approx. 3 cm
         return False
-    if bare.isdigit() and len(words) == 1:  # a list number at the start of a line: "1. Small effusion."
+    if kind == "digit" and single_word:  # a list number at the start of a line: "1. Small effusion."
         return False
     return starts_upper
 
@@ -235,8 +274,50 @@ def _strip_marker(sentence: str) -> str:
     return _LIST_MARKER.sub("", sentence.strip(), count=1).strip()
 
 
+def _split_line(line: str, sentences: list[str]) -> None:
+    """Append the sentences of one line to ``sentences``, in time linear in the line's length.
+
+    Each candidate boundary looks only at its own last word (found by a backwards scan that stops at the
+    previous whitespace, cached by where the word ends so pure-punctuation tokens do not rescan it) and at the
+    first non-space characters after it: no slice of the rest of the line is ever copied.
+    """
+    start = 0
+    chunk_start = _first_non_space(line, 0)  # first non-space character of the current chunk
+    words: dict[int, tuple[int, str]] = {}  # word end -> (word start, kind): each word is scanned once
+    for match in _CANDIDATE.finditer(line):
+        end = match.end()
+        # the chunk's last word, as chunk.rstrip('.\"\')]').split()[-1] would find it
+        stop = end
+        while stop > chunk_start and line[stop - 1] in _CLOSERS:
+            stop -= 1
+        while stop > chunk_start and line[stop - 1].isspace():
+            stop -= 1
+        if stop > chunk_start:
+            if stop not in words:
+                begin = stop
+                while begin > chunk_start and not line[begin - 1].isspace():
+                    begin -= 1
+                words[stop] = (begin, _word_kind(line[begin:stop]))
+            begin, kind = words[stop]
+            single_word = begin == chunk_start
+        else:
+            kind, single_word = "other", False
+        nxt = _NON_SPACE.search(line, end)
+        following = line[nxt.start() : nxt.start() + 3] if nxt else ""
+        if _ends_sentence(kind, single_word, line[end - 1] in "!?", following):
+            sentences.append(line[start:end])
+            start = end
+            chunk_start = nxt.start() if nxt else len(line)
+    sentences.append(line[start:])
+
+
+def _first_non_space(line: str, pos: int) -> int:
+    found = _NON_SPACE.search(line, pos)
+    return found.start() if found else len(line)
+
+
 def split_sentences(text: str) -> list[str]:
-    """Split (already unwrapped or raw) text into sentences.
+    """Split (already unwrapped or raw) text into sentences, in time linear in the text's length.
 
     A sentence ends at ``.``, ``!`` or ``?`` followed by whitespace and a capital letter, a digit or a
     placeholder, and always at a line break. It does not end after abbreviations (``e.g.``, ``i.e.``,
@@ -245,14 +326,7 @@ def split_sentences(text: str) -> list[str]:
     """
     sentences: list[str] = []
     for line in unwrap(_normalize_text(text)).split("\n"):
-        line = line.strip()
-        start = 0
-        for match in _CANDIDATE.finditer(line):
-            end = match.end()
-            if _ends_sentence(line[start:end].strip(), line[end:]):
-                sentences.append(line[start:end])
-                start = end
-        sentences.append(line[start:])
+        _split_line(line.strip(), sentences)
     cleaned = (_strip_marker(s) for s in sentences)
     return [s for s in cleaned if any(c.isalnum() for c in s)]
 

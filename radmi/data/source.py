@@ -212,8 +212,10 @@ class DataSource:
             manifest = self.manifest_file(output_dir)
             logger.info("preparing the cache of %s (%s) in %s", self.path, self.layout.name, cache_dir)
             options = {} if tokenizer is None else {"tokenizer": tokenizer}  # None: prepare_cache's default
+            # every row must lie inside the data given (--data): its folder, or the manifest file's folder
+            root = self.path if self.path.is_dir() else None
             summary = prepare_cache(
-                manifest, cache_dir, size=image_size, max_length=max_length, workers=workers, **options
+                manifest, cache_dir, size=image_size, max_length=max_length, workers=workers, root=root, **options
             )
             if not summary.complete:
                 raise CacheError("the cache is incomplete after preparing it", path=cache_dir)

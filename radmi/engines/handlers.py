@@ -193,6 +193,9 @@ class PretrainedModelsWriter:
         torch.save(objective.state_dict(), self.models_dir / "critic.pt")
         if hasattr(objective, "config"):
             (self.models_dir / "objective.json").write_text(json.dumps(objective.config, indent=2) + "\n")
+            from radmi.trust import record_trusted
+
+            record_trusted(self.models_dir / "objective.json")  # radmi wrote it (see radmi.trust)
         logger.info("wrote the pretrained encoders and critic to %s", self.models_dir)
 
 

@@ -18,7 +18,10 @@ Steps (every training goes through the bundle recipes, with overrides only):
    macro and per-finding AUROC with patient-bootstrap CIs;
 4. grounding on the test split for the local-MI rows and TVDIM, with the uniform/centre chance levels that
    stand in for global MI (no region map);
-5. ``OUT/results.md``: the tables (macro, per finding, edema, pretraining validation, grounding), the command,
+5. zero-shot finding AUROC (:mod:`radmi.eval.zero_shot`, shipped prompts, no labels) and image <-> report
+   retrieval (:mod:`radmi.eval.retrieval`) on the test split for every pretrained init (``OUT/zero_shot/``,
+   ``OUT/retrieval/``): a "zero-shot" column in the macro table, a per-finding zero-shot table, a retrieval table;
+6. ``OUT/results.md``: the tables (macro, per finding, edema, pretraining validation, grounding), the command,
    the data, the hardware and the wall time; ``OUT/results.json`` and ``OUT/classification.csv``.
 
 Across seeds the tables show the mean AUROC and a 95% t-interval over seeds; with one seed they show that
@@ -160,7 +163,7 @@ def prepare_data(data: Path, out: Path, preset: Preset, seed: int = 0) -> Path:
     from radmi.data.demo.generate import generate
     from radmi.data.source import resolve_cache
 
-    if not data.exists() or not any(data.iterdir()):
+    if not data.exists() or (data.is_dir() and not any(data.iterdir())):  # a manifest CSV is used as it is
         logger.info("generating %d demo studies in %s", preset.studies, data)
         generate(data, studies=preset.studies, seed=seed, size=max(96, 2 * preset.image_size), progress=True)
     # classification rows need no reports (e.g. CheXpert); the pretraining recipe refuses such data itself
@@ -229,6 +232,66 @@ def probe(name: str, init: str, fraction: float, seed: int, cache: Path, out: Pa
             out_dir=metrics.parent, extra={"init": init, "label_fraction": fraction, "seed": seed},
         )  # fmt: skip
     return json.loads(metrics.read_text())
+
+
+def zero_shot(name: str, run_dir: Path, cache: Path, out: Path, preset: Preset) -> dict:
+    """Zero-shot finding AUROC of one pretrained init on the test split (:mod:`radmi.eval.zero_shot`, the shipped
+    prompts, no labels); ``OUT/zero_shot/<init>/test/metrics.json`` (reused when present), returned."""
+    from radmi.eval.zero_shot import evaluate_zero_shot
+
+    metrics = out / "zero_shot" / _slug(name) / "test" / "metrics.json"
+    if not metrics.is_file():
+        evaluate_zero_shot(run_dir, cache, "test", metrics.parent, n_bootstrap=preset.n_bootstrap)
+    return json.loads(metrics.read_text())
+
+
+def retrieval(name: str, run_dir: Path, cache: Path, out: Path, preset: Preset) -> dict:
+    """Image <-> report recall@1/5/10 of one pretrained init on the test split (:mod:`radmi.eval.retrieval`);
+    ``OUT/retrieval/<init>/test/retrieval.json`` (reused when present), returned."""
+    from radmi.eval.retrieval import evaluate_retrieval
+
+    path = out / "retrieval" / _slug(name) / "test" / "retrieval.json"
+    if not path.is_file():
+        evaluate_retrieval(run_dir, cache, "test", path.parent, n_bootstrap=preset.n_bootstrap)
+    return json.loads(path.read_text())
+
+
+def _estimate_cell(est: dict | None) -> str:
+    """``0.612 (0.55-0.67)`` of a ``metrics.json`` estimate, or its status."""
+    if not est:
+        return "-"
+    if est.get("value") is None:
+        return str(est.get("status", "-"))
+    if est.get("ci_low") is None:
+        return f"{est['value']:.3f}"
+    return f"{est['value']:.3f} ({est['ci_low']:.3f}-{est['ci_high']:.3f})"
+
+
+def retrieval_table_markdown(retrieval_results: dict[str, dict]) -> str:
+    """The retrieval table: one row per init, recall@1/5/10 both ways with patient-bootstrap CIs, and chance."""
+    lines = [
+        "## Image-report retrieval on the test split",
+        "",
+        "Every test image scored against every distinct test report with the run's own critic (as in pretraining's "
+        "held-out retrieval); reports with identical text are one gallery entry. Recall@k with the patient-bootstrap "
+        "95% CI; chance@k is the recall of a random ranking (`radmi retrieve`, docs/evaluation.md).",
+        "",
+        "| init | images / reports | image->report R@1 | R@5 | R@10 | report->image R@1 | R@5 | R@10 | chance@1 / @5 / @10 (image->report) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, metrics in retrieval_results.items():
+        cells = []
+        for direction in ("image_to_report", "report_to_image"):
+            for k in (1, 5, 10):
+                entry = metrics.get(direction, {}).get(f"recall_at_{k}")
+                cells.append(_estimate_cell(entry))
+        chance = " / ".join(
+            f"{metrics['image_to_report'][f'recall_at_{k}']['chance']:.3f}"
+            for k in (1, 5, 10) if f"recall_at_{k}" in metrics.get("image_to_report", {})
+        )  # fmt: skip
+        lines.append(f"| {name} | {metrics['n_images']} / {metrics['n_reports']} | " + " | ".join(cells)
+                     + f" | {chance} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
 
 
 def classification_row(name: str, mode: str, fraction: float, seed: int, metrics: dict) -> dict[str, Any]:
@@ -342,6 +405,8 @@ def results_markdown(
     pretraining: dict[str, dict[str, float]] | None = None,
     per_finding_grounding: dict[str, str] | None = None,
     specificity: dict[str, str] | None = None,
+    zero_shot: dict[str, dict] | None = None,
+    retrieval: dict[str, dict] | None = None,
 ) -> str:
     """``results.md``: macro AUROC (init x mode x fraction), per-finding AUROC, edema ordinal AUCs, pretraining
     validation, grounding, and how it was made.
@@ -351,6 +416,9 @@ def results_markdown(
         grounding: the grounding rows (model, boxes, pointing, iou).
         facts: command, data, hardware, seeds, wall_minutes.
         pretraining: init -> :func:`pretrain_validation` of its run (None: no pretraining table).
+        zero_shot: init -> the zero-shot ``metrics.json`` of its run (:func:`zero_shot`): a "zero-shot" column in
+            the macro table and a per-finding table (None or empty: no column).
+        retrieval: init -> :func:`retrieval` of its run: the retrieval table (None or empty: no table).
     """
     from radmi.data.labels import CHEXPERT_LABELS
 
@@ -376,16 +444,27 @@ def results_markdown(
         "logistic regression per finding, C chosen on validation), the recipe's linear head, or fine-tuning, at a "
         "fraction of the training patients' labels.",
         "",
-        "| image encoder init | " + " | ".join(f"{MODE_TITLES.get(m, m)} {f:.0%}" for m, f in columns) + " |",
-        "|---|" + "---|" * len(columns),
+        "| image encoder init | " + " | ".join(f"{MODE_TITLES.get(m, m)} {f:.0%}" for m, f in columns)
+        + (" | zero-shot (no labels)" if zero_shot else "") + " |",
+        "|---|" + "---|" * (len(columns) + (1 if zero_shot else 0)),
     ]
+    if zero_shot:
+        lines[lines.index("## Finding classification: test macro AUROC") + 2] += (
+            " The zero-shot column uses no label at all: each finding's best positive prompt against its best "
+            "negative prompt, scored by the pretrained critic (`radmi zero-shot`); the random init has no text "
+            "model, hence no entry."
+        )
 
     def part(init: str, mode: str, fraction: float) -> pd.DataFrame:
         return table[(table["init"] == init) & (table["mode"] == mode) & (table["fraction"] == fraction)]
 
     for init in inits:
+        zero_shot_cell = ""
+        if zero_shot:
+            zero_shot_cell = " | " + (_estimate_cell(zero_shot[init].get("macro_auroc")) if init in zero_shot else "-")
         lines.append(
-            f"| {init} | " + " | ".join(_cell(part(init, m, f), "macro_auroc") for m, f in columns) + " |"
+            f"| {init} | " + " | ".join(_cell(part(init, m, f), "macro_auroc") for m, f in columns)
+            + zero_shot_cell + " |"
         )
 
     findings = [name for name in CHEXPERT_LABELS if f"auroc:{name}" in table.columns]
@@ -400,6 +479,14 @@ def results_markdown(
                       "|---|" + "---|" * len(findings)]  # fmt: skip
             for init in inits:
                 cells = [_cell(part(init, mode, fraction), f"auroc:{name}") for name in findings]
+                lines.append(f"| {init} | " + " | ".join(cells) + " |")
+            lines.append("")
+        if zero_shot:
+            lines += ["### zero-shot (no labels)", "",
+                      "| image encoder init | " + " | ".join(findings) + " |",
+                      "|---|" + "---|" * len(findings)]  # fmt: skip
+            for init in (name for name in inits if name in zero_shot):
+                cells = [_estimate_cell(zero_shot[init].get("auroc", {}).get(name)) for name in findings]
                 lines.append(f"| {init} | " + " | ".join(cells) + " |")
             lines.append("")
     edema_tasks = [t for t in ("0v123", "01v23", "012v3") if f"edema:{t}" in table.columns]
@@ -440,6 +527,8 @@ def results_markdown(
             lines.append(f"| {name} | {int(values.get('epoch', 0))} | {fmt('val_mi_nats')} | {fmt('recall_at_1')} | "
                          f"{fmt('recall_at_5')} | {fmt('recall_at_10')} | "
                          f"{'-' if chance is None else f'{chance:.3f}'} | {ratio} |")  # fmt: skip
+    if retrieval:
+        lines += ["", retrieval_table_markdown(retrieval).rstrip("\n")]
     lines += [
         "",
         "## Grounding on the test split (sentence -> region maps vs ground-truth boxes)",
@@ -552,6 +641,12 @@ def run_benchmark(
                     rows.append(classification_row(name, mode, fraction, seed, metrics))
     table = pd.DataFrame(rows)
     table.to_csv(out / "classification.csv", index=False)
+    zero_shot_results: dict[str, dict] = {}
+    retrieval_results: dict[str, dict] = {}
+    for name, init in inits.items():
+        if init != "random":  # a pretrained run: its critic scores prompts and reports
+            zero_shot_results[name] = zero_shot(name, Path(init), cache, out, preset)
+            retrieval_results[name] = retrieval(name, Path(init), cache, out, preset)
     grounding_rows = []
     per_finding: dict[str, str] = {}
     specificity: dict[str, str] = {}
@@ -589,7 +684,7 @@ def run_benchmark(
     }
     text = results_markdown(
         table, pd.DataFrame(grounding_rows), facts, pretraining, per_finding_grounding=per_finding,
-        specificity=specificity,
+        specificity=specificity, zero_shot=zero_shot_results, retrieval=retrieval_results,
     )  # fmt: skip
     path = out / "results.md"
     path.write_text(text)
@@ -601,6 +696,8 @@ def run_benchmark(
                 "pretraining": pretraining,
                 "grounding": grounding_rows,
                 "specificity": specificity_rows,
+                "zero_shot": zero_shot_results,
+                "retrieval": retrieval_results,
             },
             indent=2,
             default=str,

@@ -377,15 +377,21 @@ REPORT_MAP_CAPTION = "whole report (global MI: each region against the report ve
 OBJECTIVE_FILE = "objective.json"
 
 
-def _objective_from_spec(spec: dict, path: Path) -> nn.Module:
+def _objective_from_spec(spec: dict, path: Path, trusted: bool = True) -> nn.Module:
     """Build the objective from ``objective.json``: a MONAI config item (``_target_``) or the constructor
-    keyword arguments of :class:`radmi.losses.objectives.PretrainObjective` (bare, or under ``"kwargs"``)."""
+    keyword arguments of :class:`radmi.losses.objectives.PretrainObjective` (bare, or under ``"kwargs"``).
+
+    ``trusted=False``: only a spec of literals and ``radmi.losses`` targets is built (what radmi writes);
+    anything else would run the spec's code and is refused (:mod:`radmi.trust`)."""
     from monai.bundle import ConfigParser
 
     from radmi.losses.objectives import PretrainObjective
+    from radmi.trust import plain_objective_reason, require_trusted
 
     if not isinstance(spec, dict):
         raise ModelLoadError(f"{OBJECTIVE_FILE} must hold a JSON object", path=path)
+    if not trusted and plain_objective_reason(spec):
+        require_trusted(path.parent.parent, what="run")
     try:
         if "_target_" in spec:
             return ConfigParser({"objective": spec}).get_parsed_content("objective", instantiate=True)
@@ -395,17 +401,26 @@ def _objective_from_spec(spec: dict, path: Path) -> nn.Module:
         raise ModelLoadError(f"cannot rebuild the objective: {err}", path=path) from err
 
 
-def load_run_objective(run_dir: str | Path, parser=None) -> nn.Module:
+def load_run_objective(run_dir: str | Path, parser=None, *, trust: bool = False) -> nn.Module:
     """The pretraining objective of a run, with its trained critic(s) from ``models/critic.pt``.
 
     ``models/objective.json`` is preferred when present; otherwise ``loss_def`` of the run's ``config.json`` is
     parsed again (runs written before that file existed).
 
+    A run that is not trusted (:mod:`radmi.trust`: not written by radmi on this machine, not in the trust file,
+    and ``trust`` is False) is refused with a :class:`ModelLoadError` whenever rebuilding the objective would
+    evaluate config code: a ``loss_def`` fallback, or an ``objective.json`` with expressions or targets outside
+    ``radmi.losses``.
+
     Args:
         run_dir: a ``radmi pretrain`` run directory.
         parser: the run's ``config.json`` as a MONAI ``ConfigParser`` (parsed here when None).
+        trust: evaluate the run's configs even if it is not trusted (``--trust``).
     """
+    from radmi.trust import is_trusted, require_trusted
+
     run_dir = Path(run_dir)
+    trusted = trust or is_trusted(run_dir)
     models = run_dir / "models"
     spec_path = models / OBJECTIVE_FILE
     if spec_path.is_file():
@@ -413,8 +428,9 @@ def load_run_objective(run_dir: str | Path, parser=None) -> nn.Module:
             spec = json.loads(spec_path.read_text())
         except json.JSONDecodeError as err:
             raise ModelLoadError(f"not valid JSON: {err}", path=spec_path) from err
-        objective = _objective_from_spec(spec, spec_path)
+        objective = _objective_from_spec(spec, spec_path, trusted=trusted)
     else:
+        require_trusted(run_dir, trust=trusted, what="run")  # loss_def is an expression of the recipe
         if parser is None:
             from monai.bundle import ConfigParser
 
@@ -470,39 +486,81 @@ def region_report_scores(
     return scores.reshape(batch, height, width)
 
 
+#: The items of a pretraining run's ``config.json`` that :class:`PretrainedRun` reads.
+RUN_SETTINGS = ("image_size", "max_length", "max_sentences", "text_model", "crop_size")
+
+
+def run_config_settings(run_dir: str | Path, *, trust: bool = False, keys=RUN_SETTINGS):
+    """``({key: value}, parser)`` of a pretraining run's ``config.json`` for ``keys`` (the ones it has).
+
+    A trusted run (``trust``, or :func:`radmi.trust.is_trusted`) is parsed with MONAI's ``ConfigParser``
+    (``parser`` is returned for reuse). Any other run is read as plain JSON and nothing in it is evaluated:
+    each key must hold a literal value, else a :class:`ModelLoadError` says the run is not trusted; ``parser``
+    is then None.
+    """
+    from radmi.trust import is_literal, is_trusted, require_trusted
+
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.json"
+    try:
+        config = json.loads(config_path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ModelLoadError(f"cannot read the run's config: {err}", path=config_path) from err
+    if not isinstance(config, dict):
+        raise ModelLoadError("the run's config.json must hold a JSON object", path=config_path)
+    if trust or is_trusted(run_dir):
+        from monai.bundle import ConfigParser
+
+        parser = ConfigParser(config)
+        return {key: parser.get_parsed_content(key) for key in keys if key in parser}, parser
+    if not all(is_literal(config[key]) for key in keys if key in config):
+        require_trusted(run_dir, what="run")
+    return {key: config[key] for key in keys if key in config}, None
+
+
 class PretrainedRun(nn.Module):
     """The parts of a pretraining run needed for region x sentence maps.
+
+    The run's ``config.json`` is MONAI config code. A run that radmi wrote on this machine, or that is listed in
+    the trust file, is parsed with ``ConfigParser`` as before; any other run (e.g. copied from elsewhere) is only
+    read as data: :data:`RUN_SETTINGS` must then be literal values and ``models/objective.json`` plain (see
+    :func:`load_run_objective`), else a one-line :class:`ModelLoadError` says it is not trusted (``trust=True``,
+    ``--trust`` or ``radmi bundle trust RUN_DIR`` overrides).
 
     Args:
         run_dir: a ``radmi pretrain`` run directory.
         device: where to run.
+        trust: evaluate the run's configs even if it is not trusted.
     """
 
-    def __init__(self, run_dir: str | Path, device: str | torch.device = "cpu") -> None:
+    def __init__(self, run_dir: str | Path, device: str | torch.device = "cpu", *, trust: bool = False) -> None:
         super().__init__()
-        from monai.bundle import ConfigParser
-
         from radmi.models.hub import load_tokenizer
         from radmi.models.image import load_image_encoder
         from radmi.models.multimodal import ImageTextModel
         from radmi.models.text import load_text_encoder
+        from radmi.trust import is_trusted
 
         self.run_dir = Path(run_dir)
         models = self.run_dir / "models"
         config_path = self.run_dir / "config.json"
         if not config_path.is_file():
             raise ModelLoadError("not a radmi pretrain run directory (no config.json)", path=self.run_dir)
-        parser = ConfigParser(json.loads(config_path.read_text()))
-        self.image_size = int(parser.get_parsed_content("image_size"))
-        self.max_length = int(parser.get_parsed_content("max_length"))
-        self.max_sentences = int(parser.get_parsed_content("max_sentences"))
+        trusted = trust or is_trusted(self.run_dir)
+        self.trusted = trusted  # so code reading more of the config later (zero-shot, retrieval) may parse it too
+        settings, parser = run_config_settings(self.run_dir, trust=trusted)
+        self.image_size = int(settings["image_size"])
+        self.max_length = int(settings["max_length"])
+        self.max_sentences = int(settings["max_sentences"])
+        if settings.get("crop_size") is not None:
+            self.crop_size = int(settings["crop_size"])
         self.image_encoder = load_image_encoder(self.run_dir)
         self.text_encoder = load_text_encoder(models / "text_encoder")
         tokenizer_source = models / "text_encoder"
         if not (tokenizer_source / "tokenizer_config.json").is_file():
-            tokenizer_source = parser.get_parsed_content("text_model")
+            tokenizer_source = settings["text_model"]
         self.tokenizer = load_tokenizer(tokenizer_source)
-        self.objective = load_run_objective(self.run_dir, parser)
+        self.objective = load_run_objective(self.run_dir, parser, trust=trusted)
         self.kind = str(self.objective.kind)
         # the pretraining network's forward gives the feature dict the objectives read (shares the encoders)
         self.network = ImageTextModel(self.image_encoder, self.text_encoder)

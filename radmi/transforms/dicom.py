@@ -24,7 +24,7 @@ the functions to the pixels (they are element-wise).
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from os import PathLike
 from typing import Any
 
@@ -36,6 +36,8 @@ from monai.transforms import MapTransform, Transform
 
 from radmi.transforms.dicom_decode import (
     CODEC_PACKAGES,
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_MODALITIES,
     VoiOption,
     read_dicom_header,
     read_xray_dicom,
@@ -45,6 +47,8 @@ from radmi.transforms.image import LoadXRayImage, is_image_file
 
 __all__ = [
     "CODEC_PACKAGES",
+    "DEFAULT_MAX_PIXELS",
+    "DEFAULT_MODALITIES",
     "LoadXRay",
     "LoadXRayDicom",
     "LoadXRayDicomd",
@@ -81,18 +85,36 @@ class LoadXRayDicom(Transform):
 
     Args:
         voi: see :func:`read_xray_dicom`.
+        max_pixels: largest Rows x Columns decoded (default 80 Mpx), checked from the header first; ``None``: any.
+        allowed_modalities: accepted Modality values (default CR, DX, DR, PX); ``None``: any.
+        max_gzip_bytes: cap on the decompressed size of a ``.dcm.gz`` (default from ``max_pixels``).
 
     Raises:
         DicomError, MissingCodecError: see :func:`read_xray_dicom`; the message names the file.
     """
 
-    def __init__(self, voi: VoiOption = "auto") -> None:
+    def __init__(
+        self,
+        voi: VoiOption = "auto",
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        allowed_modalities: Sequence[str] | None = DEFAULT_MODALITIES,
+        max_gzip_bytes: int | None = None,
+    ) -> None:
         if isinstance(voi, str) and voi not in ("auto", "none", "first_window"):
             raise ValueError(f"voi must be 'auto', 'none', 'first_window' or (center, width), got {voi!r}")
         self.voi = voi if isinstance(voi, str) else (float(voi[0]), float(voi[1]))
+        self.max_pixels = None if max_pixels is None else int(max_pixels)
+        self.allowed_modalities = None if allowed_modalities is None else tuple(allowed_modalities)
+        self.max_gzip_bytes = max_gzip_bytes
 
     def __call__(self, filename: str | PathLike) -> MetaTensor:
-        pixels, meta = read_xray_dicom(filename, voi=self.voi)
+        pixels, meta = read_xray_dicom(
+            filename,
+            voi=self.voi,
+            max_pixels=self.max_pixels,
+            allowed_modalities=self.allowed_modalities,
+            max_gzip_bytes=self.max_gzip_bytes,
+        )
         affine = _affine_from_spacing(meta["spacing"])
         return MetaTensor(torch.from_numpy(pixels)[None], affine=affine, meta=meta)
 
@@ -104,13 +126,18 @@ class LoadXRayDicomd(MapTransform):
         keys: the keys holding DICOM paths (default ``"image"``; copy a manifest row's ``image_path`` there).
         voi: see :func:`read_xray_dicom`.
         allow_missing_keys: don't raise if a key is absent.
+        limits: ``max_pixels``, ``allowed_modalities``, ``max_gzip_bytes`` of :class:`LoadXRayDicom`.
     """
 
     def __init__(
-        self, keys: KeysCollection = "image", voi: VoiOption = "auto", allow_missing_keys: bool = False
+        self,
+        keys: KeysCollection = "image",
+        voi: VoiOption = "auto",
+        allow_missing_keys: bool = False,
+        **limits: Any,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.loader = LoadXRayDicom(voi=voi)
+        self.loader = LoadXRayDicom(voi=voi, **limits)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -128,11 +155,24 @@ class LoadXRay(Transform):
 
     Args:
         voi: passed to :class:`LoadXRayDicom` (ignored for PNG/JPG, which are already windowed).
+        max_pixels: the pixel limit of both loaders (default 80 Mpx).
+        allowed_modalities, max_gzip_bytes: passed to :class:`LoadXRayDicom`.
     """
 
-    def __init__(self, voi: VoiOption = "auto") -> None:
-        self.dicom_loader = LoadXRayDicom(voi=voi)
-        self.image_loader = LoadXRayImage()
+    def __init__(
+        self,
+        voi: VoiOption = "auto",
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        allowed_modalities: Sequence[str] | None = DEFAULT_MODALITIES,
+        max_gzip_bytes: int | None = None,
+    ) -> None:
+        self.dicom_loader = LoadXRayDicom(
+            voi=voi,
+            max_pixels=max_pixels,
+            allowed_modalities=allowed_modalities,
+            max_gzip_bytes=max_gzip_bytes,
+        )
+        self.image_loader = LoadXRayImage(max_pixels=max_pixels)
 
     def __call__(self, filename: str | PathLike) -> MetaTensor:
         if is_image_file(filename):
@@ -147,13 +187,18 @@ class LoadXRayd(MapTransform):
         keys: the keys holding image paths (default ``"image"``).
         voi: passed to :class:`LoadXRayDicom`.
         allow_missing_keys: don't raise if a key is absent.
+        limits: ``max_pixels``, ``allowed_modalities``, ``max_gzip_bytes`` of :class:`LoadXRay`.
     """
 
     def __init__(
-        self, keys: KeysCollection = "image", voi: VoiOption = "auto", allow_missing_keys: bool = False
+        self,
+        keys: KeysCollection = "image",
+        voi: VoiOption = "auto",
+        allow_missing_keys: bool = False,
+        **limits: Any,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.loader = LoadXRay(voi=voi)
+        self.loader = LoadXRay(voi=voi, **limits)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import gzip
 import io
+import logging
+import math
+import struct
 import zlib
 from collections.abc import Sequence
 from os import PathLike
@@ -22,10 +25,15 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut, apply_voi, apply_voi_lut, apply_windowing
 from pydicom.pixels.decoders.base import get_decoder
 
-from radmi.errors import DicomError, MissingCodecError
+from radmi.errors import DicomError, MissingCodecError, RadmiError
+from radmi.transforms.file_checks import open_regular_file, read_gzip_limited
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "CODEC_PACKAGES",
+    "DEFAULT_MAX_PIXELS",
+    "DEFAULT_MODALITIES",
     "VoiOption",
     "read_dicom_header",
     "read_xray_dicom",
@@ -51,6 +59,30 @@ CODEC_PACKAGES: dict[str, str] = {
     uid.RLELossless: "pylibjpeg pylibjpeg-rle",
 }
 
+#: Largest image (Rows x Columns) decoded by default: 80 Mpx. The largest detector panels are ~ 43 x 43 cm at
+#: 0.1 mm (about 18 Mpx); a header declaring more is refused before any pixel is decoded.
+DEFAULT_MAX_PIXELS = 80_000_000
+#: Modalities read by default: projection radiography (computed, digital, "DR" as some vendors write it, and PX).
+#: ``allowed_modalities=None`` accepts any; a file without a Modality tag is accepted (unknown).
+DEFAULT_MODALITIES: tuple[str, ...] = ("CR", "DX", "DR", "PX")
+#: What a malformed header or a failing codec raises on hostile input; each becomes a ``DicomError``.
+_BAD_FILE_ERRORS = (
+    ValueError,
+    IndexError,
+    KeyError,
+    TypeError,
+    NotImplementedError,
+    AttributeError,
+    OverflowError,
+    ZeroDivisionError,
+    MemoryError,
+    RuntimeError,
+    EOFError,
+    OSError,
+    struct.error,
+    zlib.error,
+)
+
 _GZIP_MAGIC = b"\x1f\x8b"
 _MONOCHROME = ("MONOCHROME1", "MONOCHROME2")
 # pixel dtypes up to 16 bits go through a value table; wider ones are mapped pixel by pixel
@@ -58,31 +90,44 @@ _TABLE_MAX_BYTES = 2
 
 
 # --------------------------------------------------------------------------------------------- reading
+def _gzip_limit(max_pixels: int | None, max_gzip_bytes: int | None) -> int:
+    """Decompressed-size cap for a ``.dcm.gz``: given, else 4 bytes per allowed pixel + 64 MiB of header."""
+    if max_gzip_bytes is not None:
+        return int(max_gzip_bytes)
+    return 4 * int(max_pixels or DEFAULT_MAX_PIXELS) + 64 * 2**20
+
+
 def _read_dataset(
-    path: str | PathLike, *, header_only: bool = False, tags: Sequence[str] | None = None
+    path: str | PathLike,
+    *,
+    header_only: bool = False,
+    tags: Sequence[str] | None = None,
+    max_gzip_bytes: int | None = None,
 ) -> Dataset:
     """Read one DICOM file (plain or gzip-compressed) with pydicom, turning failures into ``DicomError``.
 
     ``header_only`` defers the pixel bytes: pydicom seeks past them (the element still shows as present).
     ``tags`` reads only those header elements and stops before the pixels (a gzip file is decompressed only
-    up to there).
+    up to there). A FIFO or other special file is refused without blocking; a gzip stream is decompressed in
+    chunks and refused beyond ``max_gzip_bytes`` (default :func:`_gzip_limit`).
     """
-    try:
-        with open(path, "rb") as file:
-            if file.read(2) != _GZIP_MAGIC:
-                file.seek(0)
-                return _parse(file, path, header_only, tags)
+    with open_regular_file(path, DicomError, missing="cannot read the file: no such file") as file:
+        try:
+            magic = file.read(2)
             file.seek(0)
-            if tags is not None:
+        except OSError as err:
+            raise DicomError(f"cannot read the file: {err.strerror or err}", path=path) from err
+        if magic != _GZIP_MAGIC:
+            return _parse(file, path, header_only, tags)
+        if tags is not None:
+            try:
                 with gzip.GzipFile(fileobj=file) as stream:
                     return _parse(stream, path, header_only, tags)
-            compressed = file.read()
-    except OSError as err:
-        raise DicomError(f"cannot read the file: {err.strerror or err}", path=path) from err
-    try:  # MIMIC-CXR distributions ship .dcm.gz
-        return _parse(io.BytesIO(gzip.decompress(compressed)), path, header_only)
-    except (EOFError, OSError, zlib.error) as err:
-        raise DicomError(f"truncated or corrupt gzip file: {err}", path=path) from err
+            except (EOFError, OSError, zlib.error) as err:
+                raise DicomError(f"truncated or corrupt gzip file: {err}", path=path) from err
+        # MIMIC-CXR distributions ship .dcm.gz
+        data = read_gzip_limited(file, path, _gzip_limit(None, max_gzip_bytes), DicomError)
+    return _parse(io.BytesIO(data), path, header_only)
 
 
 def _parse(
@@ -100,18 +145,35 @@ def _parse(
         raise DicomError(f"truncated or corrupt DICOM file: {type(err).__name__}: {err}", path=path) from err
 
 
+def _int_tag(ds: Dataset, keyword: str, default: int | None = None) -> int:
+    """An integer header value; a missing (without default) or malformed one is a ``DicomError``-ready ValueError."""
+    value = ds.get(keyword, default)
+    if value is None or value == "":
+        if default is None:
+            raise _HeaderError(f"{keyword} is missing")
+        return default
+    try:
+        return int(value)
+    except (TypeError, ValueError) as err:
+        raise _HeaderError(f"malformed {keyword} {str(value)[:40]!r} (not an integer)") from err
+
+
+class _HeaderError(ValueError):
+    """A header value radmi cannot use; re-raised as ``DicomError`` with its message as the reason."""
+
+
 def _check_single_frame_greyscale(ds: Dataset, path: str | PathLike) -> None:
     """Raise ``DicomError`` unless ``ds`` holds one greyscale frame."""
     if "PixelData" not in ds:
         other = [k for k in ("FloatPixelData", "DoubleFloatPixelData") if k in ds]
         what = f"has {other[0]} instead of integer PixelData" if other else "has no PixelData"
         raise DicomError(f"{what} (Modality {ds.get('Modality', '?')}): not an image", path=path)
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    frames = _int_tag(ds, "NumberOfFrames", 1) or 1
     if frames != 1:
         raise DicomError(
             f"multi-frame image ({frames} frames); only single-frame radiographs are read", path=path
         )
-    samples = int(ds.get("SamplesPerPixel", 1))
+    samples = _int_tag(ds, "SamplesPerPixel")  # Type 1 for images: pydicom cannot decode without it
     photometric = str(ds.get("PhotometricInterpretation", ""))
     if samples != 1 or photometric not in _MONOCHROME:
         raise DicomError(
@@ -121,28 +183,178 @@ def _check_single_frame_greyscale(ds: Dataset, path: str | PathLike) -> None:
         )
 
 
+def _pixel_data_length(ds: Dataset) -> int | None:
+    """Bytes of the PixelData value as stored (deferred or read), or None when undefined (encapsulated)."""
+    element = ds.get_item("PixelData", keep_deferred=True)  # deferred: never read the pixel bytes here
+    value = getattr(element, "value", None)
+    if isinstance(value, bytes | bytearray):
+        return len(value)
+    length = getattr(element, "length", None)
+    if length is None or length == 0xFFFFFFFF:
+        return None
+    return int(length)
+
+
+def _is_native(ds: Dataset) -> bool:
+    transfer_syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    if transfer_syntax is None:
+        return True  # pydicom guesses implicit/explicit little endian for files without meta
+    try:
+        return not uid.UID(transfer_syntax).is_compressed
+    except (AttributeError, ValueError):
+        return True
+
+
+def _check_limits(ds: Dataset, path: str | PathLike, max_pixels: int | None) -> None:
+    """Geometry from the header, checked before any pixel is decoded.
+
+    - Rows, Columns, BitsAllocated, BitsStored present, integer and sane;
+    - Rows x Columns <= ``max_pixels`` (when given): a few-KB file declaring 65500 x 65500 is refused here;
+    - uncompressed transfer syntaxes: the PixelData length equals Rows x Columns x BitsAllocated / 8 (plus one
+      byte of even padding). Shorter is a truncated file; longer means Rows/Columns do not describe the data
+      (pydicom would only warn and return a sheared image).
+    """
+    rows, cols = _int_tag(ds, "Rows"), _int_tag(ds, "Columns")
+    if rows < 1 or cols < 1:
+        raise DicomError(f"empty image (Rows {rows}, Columns {cols})", path=path)
+    if max_pixels is not None and rows * cols > max_pixels:
+        raise DicomError(
+            f"image of {rows} x {cols} = {rows * cols:,} pixels is larger than the limit of {max_pixels:,} "
+            "pixels (max_pixels); not decoded",
+            path=path,
+        )
+    bits_allocated = _int_tag(ds, "BitsAllocated")
+    bits_stored = _int_tag(ds, "BitsStored")  # Type 1: pydicom cannot decode without it
+    if bits_allocated not in (1, 8, 16, 32) or not 1 <= bits_stored <= bits_allocated:
+        raise DicomError(
+            f"unsupported bit depth (BitsAllocated {bits_allocated}, BitsStored {bits_stored})", path=path
+        )
+    if not _is_native(ds):
+        return
+    actual = _pixel_data_length(ds)
+    if actual is None:
+        return
+    expected = (rows * cols * bits_allocated + 7) // 8
+    if actual < expected:
+        raise DicomError(
+            f"truncated pixel data: PixelData holds {actual:,} bytes, less than expected: Rows x Columns x "
+            f"BitsAllocated ({rows} x {cols} x {bits_allocated} bits) needs {expected:,}",
+            path=path,
+        )
+    if actual > expected + 1:
+        raise DicomError(
+            f"PixelData holds {actual:,} bytes but Rows x Columns x BitsAllocated ({rows} x {cols} x "
+            f"{bits_allocated} bits) needs {expected:,}: Rows/Columns do not match the data",
+            path=path,
+        )
+
+
+def _check_modality(ds: Dataset, path: str | PathLike, allowed: Sequence[str] | None) -> None:
+    if allowed is None:
+        return
+    modality = str(ds.get("Modality", "") or "").strip().upper()
+    if modality and modality not in {m.upper() for m in allowed}:
+        raise DicomError(
+            f"Modality {modality[:16]} is not a projection radiograph (allowed: {', '.join(allowed)}); pass "
+            "allowed_modalities to read it anyway",
+            path=path,
+        )
+
+
+def _check_finite_values(ds: Dataset, path: str | PathLike) -> None:
+    """Rescale and window values must be numbers, finite: NaN or inf would give an all-NaN image."""
+    for keyword in ("RescaleSlope", "RescaleIntercept", "WindowCenter", "WindowWidth"):
+        if keyword not in ds or ds.get(keyword) in (None, ""):
+            continue
+        raw = ds.get(keyword)
+        try:
+            values = _float_tuple(raw)
+        except (TypeError, ValueError) as err:
+            raise DicomError(f"malformed {keyword} {str(raw)[:40]!r} (not a number)", path=path) from err
+        if not all(math.isfinite(v) for v in values):
+            raise DicomError(f"{keyword} is not finite ({str(raw)[:40]}): the image would be NaN", path=path)
+
+
+def _check_luts(ds: Dataset) -> None:
+    """A Modality or VOI LUT must hold as many entries as its descriptor declares (else pydicom IndexErrors)."""
+    for keyword, name in (("ModalityLUTSequence", "Modality LUT"), ("VOILUTSequence", "VOI LUT")):
+        sequence = ds.get(keyword)
+        if not sequence:
+            continue
+        item = sequence[0]
+        if "LUTDescriptor" not in item or "LUTData" not in item:
+            continue
+        descriptor = item.LUTDescriptor
+        if len(descriptor) != 3:
+            raise _HeaderError(f"malformed {name} descriptor {list(descriptor)[:5]} (needs 3 values)")
+        declared = int(descriptor[0]) or 2**16
+        data = item.LUTData
+        available = len(data) // 2 if isinstance(data, bytes | bytearray) else len(data)
+        if available < declared:
+            raise _HeaderError(f"{name} holds {available} entries, fewer than the {declared} its descriptor declares")
+
+
+def _check_xray(
+    ds: Dataset, path: str | PathLike, max_pixels: int | None, allowed_modalities: Sequence[str] | None
+) -> None:
+    """Every check that needs no decoding: structure, limits, modality, finite rescale/window."""
+    try:
+        _check_single_frame_greyscale(ds, path)
+        _check_limits(ds, path, max_pixels)
+        _check_modality(ds, path, allowed_modalities)
+        _check_finite_values(ds, path)
+        _check_luts(ds)
+    except _HeaderError as err:
+        raise DicomError(str(err), path=path) from err
+
+
 def _float_tuple(value: Any) -> tuple[float, ...]:
-    return tuple(float(v) for v in (value if isinstance(value, Sequence) else [value]))
+    items = value if isinstance(value, Sequence) and not isinstance(value, str | bytes) else [value]
+    return tuple(float(v) for v in items)
+
+
+def _spacing(ds: Dataset, path: str | PathLike) -> tuple[np.ndarray, str]:
+    """(rows, cols) spacing in mm and its source tag; NaN and ``"none"`` when absent or unusable.
+
+    A zero, negative, non-finite or malformed value is logged as a warning and treated as unknown (the next
+    tag is tried): some real files carry PixelSpacing 0.
+    """
+    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):  # CR/DX usually carry only ImagerPixelSpacing
+        if keyword not in ds:
+            continue
+        value: Any = None
+        try:
+            value = ds.get(keyword)
+            if value is None or value == "":
+                continue
+            spacing = np.asarray(_float_tuple(value), dtype=np.float64)
+        except (TypeError, ValueError):
+            spacing = np.empty(0)
+        if spacing.shape == (2,) and np.all(np.isfinite(spacing)) and np.all(spacing > 0):
+            return spacing, keyword
+        logger.warning(
+            "%s: %s %r is not two positive numbers; spacing treated as unknown",
+            path,
+            keyword,
+            str(value)[:40],
+        )
+    return np.full(2, np.nan), "none"
 
 
 def _xray_meta(ds: Dataset, path: str | PathLike) -> dict[str, Any]:
     """The meta keys radmi keeps: geometry, photometric and UIDs. Never patient name or ID."""
-    spacing, source = np.full(2, np.nan), "none"
-    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):  # CR/DX usually carry only ImagerPixelSpacing
-        value = ds.get(keyword)
-        if value is not None and len(value) == 2:
-            spacing, source = np.asarray(_float_tuple(value), dtype=np.float64), keyword
-            break
+    spacing, source = _spacing(ds, path)
     transfer_syntax = ds.file_meta.get("TransferSyntaxUID", "") if hasattr(ds, "file_meta") else ""
+    rows, cols = _int_tag(ds, "Rows"), _int_tag(ds, "Columns")
     return {
         "filename_or_obj": str(path),
-        "spacing": spacing,  # mm, (between rows, between columns); NaN when the file has none
+        "spacing": spacing,  # mm, (between rows, between columns); NaN when the file has none (or a bad one)
         "spacing_source": source,
         "photometric_interpretation": str(ds.get("PhotometricInterpretation", "")),
-        "original_shape": np.asarray([int(ds.Rows), int(ds.Columns)]),
-        "spatial_shape": np.asarray([int(ds.Rows), int(ds.Columns)]),
+        "original_shape": np.asarray([rows, cols]),
+        "spatial_shape": np.asarray([rows, cols]),
         "original_channel_dim": 0,
-        "bits_stored": int(ds.get("BitsStored", ds.get("BitsAllocated", 0))),
+        "bits_stored": _int_tag(ds, "BitsStored", _int_tag(ds, "BitsAllocated", 0)),
         "view_position": str(ds.get("ViewPosition", "") or ""),
         "modality": str(ds.get("Modality", "") or ""),
         "sop_instance_uid": str(ds.get("SOPInstanceUID", "") or ""),
@@ -151,23 +363,42 @@ def _xray_meta(ds: Dataset, path: str | PathLike) -> dict[str, Any]:
     }
 
 
-def read_xray_dicom_header(path: str | PathLike) -> dict[str, Any]:
-    """Check that ``path`` is a single-frame greyscale DICOM image without decoding its pixels.
+def _as_dicom_error(path: str | PathLike, what: str, err: BaseException) -> DicomError:
+    if isinstance(err, MemoryError):
+        return DicomError(f"{what}: not enough memory (MemoryError)", path=path)
+    return DicomError(f"{what}: {type(err).__name__}: {str(err)[:300]}", path=path)
 
-    Cheap enough for ``radmi manifest check`` over a whole archive. A truncated *pixel* payload is only found
-    by decoding (:func:`read_xray_dicom`).
+
+def read_xray_dicom_header(
+    path: str | PathLike,
+    *,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    allowed_modalities: Sequence[str] | None = DEFAULT_MODALITIES,
+    max_gzip_bytes: int | None = None,
+) -> dict[str, Any]:
+    """Check that ``path`` is a single-frame greyscale DICOM radiograph without decoding its pixels.
+
+    Cheap enough for ``radmi manifest check`` over a whole archive: every check of :func:`read_xray_dicom` that
+    needs no decoding runs (structure, ``max_pixels``, declared size against the PixelData length for
+    uncompressed files, modality, finite rescale/window, codec). A broken *compressed* codestream is only
+    found by decoding.
 
     Returns:
         the meta dict of :class:`LoadXRayDicom` (spacing in mm, original shape, UIDs, ...).
 
     Raises:
-        DicomError: not DICOM, truncated header, no PixelData, multi-frame or colour.
+        DicomError: naming the file and the reason, for every way the file can be bad.
         MissingCodecError: no installed plug-in decodes the file's transfer syntax.
     """
-    ds = _read_dataset(path, header_only=True)
-    _check_single_frame_greyscale(ds, path)
-    _check_codec(ds, path)
-    return _xray_meta(ds, path)
+    ds = _read_dataset(path, header_only=True, max_gzip_bytes=_gzip_limit(max_pixels, max_gzip_bytes))
+    try:
+        _check_xray(ds, path, max_pixels, allowed_modalities)
+        _check_codec(ds, path)
+        return _xray_meta(ds, path)
+    except RadmiError:
+        raise
+    except _BAD_FILE_ERRORS as err:
+        raise _as_dicom_error(path, "malformed DICOM header", err) from err
 
 
 def read_dicom_header(path: str | PathLike, tags: Sequence[str]) -> Dataset:
@@ -215,7 +446,7 @@ def _decode_stored_values(ds: Dataset, path: str | PathLike) -> np.ndarray:
     try:
         pixels = ds.pixel_array
     except Exception as err:  # short PixelData -> ValueError, broken codestream -> RuntimeError, ...
-        raise DicomError(f"cannot decode the pixel data: {type(err).__name__}: {err}", path=path) from err
+        raise _as_dicom_error(path, "cannot decode the pixel data", err) from err
     if pixels.shape != (int(ds.Rows), int(ds.Columns)):
         raise DicomError(f"decoded pixels have shape {pixels.shape}, expected (Rows, Columns)", path=path)
     return pixels
@@ -321,7 +552,14 @@ def _stored_to_unit_float32(pixels: np.ndarray, ds: Dataset, step: str) -> np.nd
     return _values_to_unit(pixels, ds, step).astype(np.float32)
 
 
-def read_xray_dicom(path: str | PathLike, voi: VoiOption = "auto") -> tuple[np.ndarray, dict[str, Any]]:
+def read_xray_dicom(
+    path: str | PathLike,
+    voi: VoiOption = "auto",
+    *,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    allowed_modalities: Sequence[str] | None = DEFAULT_MODALITIES,
+    max_gzip_bytes: int | None = None,
+) -> tuple[np.ndarray, dict[str, Any]]:
     """Read one single-frame greyscale DICOM (``.dcm`` or gzip-compressed ``.dcm.gz``).
 
     Args:
@@ -329,31 +567,42 @@ def read_xray_dicom(path: str | PathLike, voi: VoiOption = "auto") -> tuple[np.n
         voi: ``"auto"`` (VOI LUT Sequence if present, else the first window, else none), ``"first_window"``
             (the first Window Center/Width even if a VOI LUT Sequence exists), ``"none"``, or an explicit
             ``(center, width)`` in modality units (after Rescale Slope/Intercept), applied as a LINEAR window.
+        max_pixels: largest Rows x Columns decoded (default 80 Mpx), checked from the header before any pixel
+            is decoded; ``None``: no limit.
+        allowed_modalities: the Modality values accepted (default CR, DX, DR, PX; a missing Modality is
+            accepted); ``None``: any.
+        max_gzip_bytes: cap on the decompressed size of a ``.dcm.gz`` (default 4 bytes per allowed pixel +
+            64 MiB), enforced while streaming.
 
     Returns:
         ``(pixels, meta)``: pixels rows x cols float32 in [0, 1], bright = dense; meta as in :class:`LoadXRayDicom`.
 
     Raises:
-        DicomError: not DICOM, truncated, no PixelData, multi-frame, colour, or undecodable pixels.
+        DicomError: naming the file, for every way it can be bad: not DICOM, truncated, no PixelData,
+            multi-frame, colour, too large, size mismatch, modality, malformed header values, non-finite
+            rescale/window or output, undecodable pixels.
         MissingCodecError: no installed plug-in decodes the file's transfer syntax (names the pip package).
     """
-    ds = _read_dataset(path)
-    _check_single_frame_greyscale(ds, path)
-    pixels = _decode_stored_values(ds, path)
-    meta = _xray_meta(ds, path)
-    step = _resolve_voi(ds, voi)
+    if isinstance(voi, str) and voi not in ("auto", "none", "first_window"):
+        raise ValueError(f"voi must be 'auto', 'none', 'first_window' or (center, width), got {voi!r}")
+    ds = _read_dataset(path, max_gzip_bytes=_gzip_limit(max_pixels, max_gzip_bytes))
     try:
+        _check_xray(ds, path, max_pixels, allowed_modalities)
+        meta = _xray_meta(ds, path)
+        pixels = _decode_stored_values(ds, path)
+    except RadmiError:
+        raise
+    except _BAD_FILE_ERRORS as err:
+        raise _as_dicom_error(path, "malformed DICOM header", err) from err
+    try:
+        step = _resolve_voi(ds, voi)
         unit = _stored_to_unit_float32(pixels, ds, step)
-    except (
-        ValueError,
-        TypeError,
-        NotImplementedError,
-        AttributeError,
-        KeyError,
-    ) as err:  # malformed LUT/window
+    except _BAD_FILE_ERRORS as err:  # malformed LUT/window: a LUT shorter than its descriptor -> IndexError
+        raise _as_dicom_error(path, "cannot apply the modality/VOI LUT", err) from err
+    if not np.isfinite(unit).all():
         raise DicomError(
-            f"cannot apply the modality/VOI LUT: {type(err).__name__}: {err}", path=path
-        ) from err
+            "the pixel pipeline gave non-finite values (NaN/inf): malformed rescale, window or LUT", path=path
+        )
     meta["voi_applied"] = step
     meta["inverted"] = ds.PhotometricInterpretation == "MONOCHROME1"
     return unit, meta

@@ -20,9 +20,10 @@ import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Resize, ResizeWithPadOrCrop, Transform
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from radmi.errors import ImageError
+from radmi.errors import ImageError, RadmiError
+from radmi.transforms.file_checks import open_regular_file
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -35,6 +36,9 @@ __all__ = [
     "map_to_resized",
     "read_xray_image",
 ]
+
+#: Largest image (width x height) decoded by default, as for DICOM (80 Mpx); checked before decoding.
+DEFAULT_MAX_PIXELS = 80_000_000
 
 #: File suffixes read as PNG/JPG (lower case); everything else is treated as DICOM by ``LoadXRay``.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -67,33 +71,60 @@ def _grey_from_colour(image: Image.Image, path: str | PathLike, tolerance: int) 
     return colour.mean(axis=-1, dtype=np.float32)
 
 
-def read_xray_image(path: str | PathLike, grey_tolerance: int = 2) -> tuple[np.ndarray, dict[str, Any]]:
+def read_xray_image(
+    path: str | PathLike, grey_tolerance: int = 2, max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> tuple[np.ndarray, dict[str, Any]]:
     """Read an 8- or 16-bit greyscale PNG/JPG (e.g. MIMIC-CXR-JPG, already windowed and inverted).
 
     Values are divided by the bit depth's largest value (255 or 65535). RGB/palette files whose colour channels
     agree within ``grey_tolerance`` levels (JPEG chroma noise) are accepted as grey (mean of the channels).
+    The size in the file's header is checked against ``max_pixels`` (default 80 Mpx; ``None``: no limit) before
+    any pixel is decoded; Pillow's own decompression-bomb error also becomes an ``ImageError``.
 
     Returns:
         ``(pixels, meta)``: pixels rows x cols float32 in [0, 1]; meta with the same keys as
         :class:`~radmi.transforms.dicom.LoadXRayDicom` (DICOM-only ones empty).
 
     Raises:
-        ImageError: unreadable, truncated, not an image, or truly colour.
+        ImageError: naming the file: unreadable, truncated, not an image, too large, special file, or truly
+            colour.
     """
-    try:
-        with Image.open(path) as image:
-            image.load()  # decode now: truncated files fail here
-            mode = image.mode
-            if mode in _GREY_MODE_MAX:
-                pixels = np.asarray(image).astype(np.float32) / _GREY_MODE_MAX[mode]
-                bits = int(np.log2(_GREY_MODE_MAX[mode] + 1))
-            elif mode in _COLOUR_MODES:
-                pixels = _grey_from_colour(image, path, grey_tolerance) / 255.0
-                bits = 8
-            else:
-                raise ImageError(f"unsupported image mode {mode}; expected 8/16-bit greyscale", path=path)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise ImageError(f"cannot read the image: {type(err).__name__}: {err}", path=path) from err
+    with open_regular_file(path, ImageError, missing="image file not found") as file:
+        try:
+            with Image.open(file) as image:
+                width, height = image.size
+                if max_pixels is not None and width * height > max_pixels:
+                    raise ImageError(
+                        f"image of {height} x {width} = {width * height:,} pixels is larger than the limit of "
+                        f"{max_pixels:,} pixels (max_pixels); not decoded",
+                        path=path,
+                    )
+                image.load()  # decode now: truncated files fail here
+                mode = image.mode
+                if mode in _GREY_MODE_MAX:
+                    pixels = np.asarray(image).astype(np.float32) / _GREY_MODE_MAX[mode]
+                    bits = int(np.log2(_GREY_MODE_MAX[mode] + 1))
+                elif mode in _COLOUR_MODES:
+                    pixels = _grey_from_colour(image, path, grey_tolerance) / 255.0
+                    bits = 8
+                else:
+                    raise ImageError(f"unsupported image mode {mode}; expected 8/16-bit greyscale", path=path)
+        except RadmiError:
+            raise
+        except Image.DecompressionBombError as err:
+            raise ImageError(
+                f"image too large (Pillow's decompression-bomb limit): {err}", path=path
+            ) from err
+        except MemoryError as err:
+            raise ImageError("cannot read the image: not enough memory (MemoryError)", path=path) from err
+        except (
+            Exception
+        ) as err:  # UnidentifiedImageError, OSError, SyntaxError, ValueError, struct.error, ...
+            raise ImageError(
+                f"cannot read the image: {type(err).__name__}: {str(err)[:300]}", path=path
+            ) from err
+    if pixels.ndim != 2 or pixels.size == 0:
+        raise ImageError(f"not a 2-D image (shape {pixels.shape})", path=path)
     if mode == "I" and pixels.max(initial=0.0) > 1.0:
         raise ImageError(
             "32-bit integer image with values above 65535; expected 8/16-bit greyscale", path=path
@@ -124,13 +155,17 @@ class LoadXRayImage(Transform):
 
     Args:
         grey_tolerance: largest channel difference (in 8-bit levels) for an RGB file to count as grey.
+        max_pixels: largest width x height decoded (default 80 Mpx), checked from the header; ``None``: any.
     """
 
-    def __init__(self, grey_tolerance: int = 2) -> None:
+    def __init__(self, grey_tolerance: int = 2, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> None:
         self.grey_tolerance = grey_tolerance
+        self.max_pixels = None if max_pixels is None else int(max_pixels)
 
     def __call__(self, filename: str | PathLike) -> MetaTensor:
-        pixels, meta = read_xray_image(filename, grey_tolerance=self.grey_tolerance)
+        pixels, meta = read_xray_image(
+            filename, grey_tolerance=self.grey_tolerance, max_pixels=self.max_pixels
+        )
         return MetaTensor(torch.from_numpy(pixels)[None], meta=meta)
 
 
@@ -138,10 +173,14 @@ class LoadXRayImaged(MapTransform):
     """Dictionary twin of :class:`LoadXRayImage` (keys default ``"image"``, each holding a path)."""
 
     def __init__(
-        self, keys: KeysCollection = "image", grey_tolerance: int = 2, allow_missing_keys: bool = False
+        self,
+        keys: KeysCollection = "image",
+        grey_tolerance: int = 2,
+        allow_missing_keys: bool = False,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
     ):
         super().__init__(keys, allow_missing_keys)
-        self.loader = LoadXRayImage(grey_tolerance=grey_tolerance)
+        self.loader = LoadXRayImage(grey_tolerance=grey_tolerance, max_pixels=max_pixels)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)

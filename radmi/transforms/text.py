@@ -23,33 +23,51 @@ from monai.transforms import MapTransform, Transform
 from radmi.data.reports import (
     DEFAULT_FALLBACK,
     DEFAULT_SECTIONS,
+    MAX_REPORT_CHARS,
     parse_report,
     select_sections,
     split_sentences,
 )
 from radmi.errors import ReportError
+from radmi.transforms.file_checks import open_regular_file
 
 
 class LoadReport(Transform):
     """Read a report file into a string (UTF-8, with or without a byte-order mark).
 
+    Args:
+        encoding: the text encoding.
+        max_chars: longest report accepted, in characters (default ``MAX_REPORT_CHARS`` = 1,000,000; real
+            reports are a few KB). At most ``4 x max_chars + 1`` bytes are ever read.
+
     Raises:
-        ReportError: naming the file, if it is missing, empty (only whitespace) or not valid UTF-8.
+        ReportError: naming the file, if it is missing, not a regular file (FIFO, link loop, ...; never
+            blocks), empty (only whitespace), longer than ``max_chars`` or not valid text in ``encoding``.
     """
 
-    def __init__(self, encoding: str = "utf-8-sig") -> None:
+    def __init__(self, encoding: str = "utf-8-sig", max_chars: int = MAX_REPORT_CHARS) -> None:
         self.encoding = encoding
+        self.max_chars = int(max_chars)
 
     def __call__(self, path: str | PathLike) -> str:
         path = Path(path)
+        limit = 4 * self.max_chars  # UTF-8 needs at most 4 bytes per character
+        with open_regular_file(path, ReportError, missing="report file not found") as file:
+            try:
+                data = file.read(limit + 1)
+            except OSError as err:
+                raise ReportError(f"cannot read report ({err.strerror})", path=path) from err
+        too_long = f"report is longer than the limit of {self.max_chars:,} characters (max_chars)"
+        if len(data) > limit:
+            raise ReportError(too_long, path=path)
         try:
-            text = path.read_text(encoding=self.encoding)
-        except FileNotFoundError as err:
-            raise ReportError("report file not found", path=path) from err
+            text = data.decode(self.encoding)
         except UnicodeDecodeError as err:
             raise ReportError(f"report is not valid {self.encoding} text ({err.reason})", path=path) from err
-        except OSError as err:
-            raise ReportError(f"cannot read report ({err.strerror})", path=path) from err
+        except LookupError as err:
+            raise ReportError(f"unknown text encoding {self.encoding!r}", path=path) from err
+        if len(text) > self.max_chars:
+            raise ReportError(too_long, path=path)
         if not text.strip():
             raise ReportError("report file is empty", path=path)
         return text
@@ -69,9 +87,10 @@ class LoadReportd(MapTransform):
         output_key: str | None = "report",
         encoding: str = "utf-8-sig",
         allow_missing_keys: bool = False,
+        max_chars: int = MAX_REPORT_CHARS,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.loader = LoadReport(encoding)
+        self.loader = LoadReport(encoding, max_chars=max_chars)
         self.output_key = output_key
 
     def __call__(self, data: Mapping) -> dict:
