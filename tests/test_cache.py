@@ -178,6 +178,13 @@ def test_no_report_text_in_the_cache(cache_u8):
             assert SECRET_WORD.encode() not in path.read_bytes(), path
 
 
+def test_cache_files_share_one_mode(cache_u8):
+    """The atomic JSON files (made with mkstemp, 0600 by default) get the same mode as the arrays."""
+    modes = {path.name: path.stat().st_mode & 0o777 for path in cache_u8.rglob("*") if path.is_file()}
+    assert modes["cache.json"] == modes["index.csv"] == modes["images.npy"], modes
+    assert len(set(modes.values())) == 1, modes
+
+
 def test_split_filter_and_batched_loader(cache_u8):
     train = CachedDataset(cache_u8, split="train")
     assert len(train) == 6 and set(train.index["split"]) == {"train"}

@@ -12,6 +12,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 
 from radmi.models.hub import OFFLINE_DEFAULT
@@ -73,20 +74,15 @@ def run(args: argparse.Namespace) -> int:
             f"cache complete: {counts['kept']} kept, {counts['bad']} bad of {counts['rows']} rows -> {args.out}"
         )
         return 0
-    summary = prepare_cache(
-        args.manifest,
-        args.out,
-        size=args.size,
-        tokenizer=args.tokenizer,
-        max_length=args.max_length,
-        workers=args.workers,
-        shard=args.shard,
-        dtype=args.dtype,
-        on_error=args.on_error,
-        progress=not args.no_progress,
-        root=args.root,
-        allow_outside_root=args.allow_outside_root,
-    )
+    try:
+        summary = _prepare(args, prepare_cache)
+    except OSError as err:
+        if err.errno != errno.ENOSPC:
+            raise
+        from radmi.data.cache_store import RESUME_HINT
+        from radmi.errors import CacheError
+
+        raise CacheError(f"the disk is full; {RESUME_HINT}", path=err.filename or args.out) from err
     print(
         f"shard {summary.shard}: {summary.kept} kept, {summary.bad} bad of {summary.rows} rows "
         f"({summary.processed} decoded now) in {summary.seconds:.1f} s"
@@ -100,3 +96,21 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"shard done; the cache is complete when every shard is: {summary.cache_dir.resolve()}")
     return 0
+
+
+def _prepare(args: argparse.Namespace, prepare_cache):
+    """The ``prepare_cache`` call of :func:`run` (kept apart so a full disk is turned into one line there)."""
+    return prepare_cache(
+        args.manifest,
+        args.out,
+        size=args.size,
+        tokenizer=args.tokenizer,
+        max_length=args.max_length,
+        workers=args.workers,
+        shard=args.shard,
+        dtype=args.dtype,
+        on_error=args.on_error,
+        progress=not args.no_progress,
+        root=args.root,
+        allow_outside_root=args.allow_outside_root,
+    )

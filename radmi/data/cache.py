@@ -5,7 +5,8 @@ second. :func:`prepare_cache` runs every manifest row once through ``radmi.data.
 (DICOM/PNG loading with the LUTs and MONOCHROME1 inversion, aspect-preserving resize, report parsing and
 tokenizing, labels) and stores the result in the layout of ``radmi.data.cache_store``: the images as an
 ``N x S x S`` uint8/uint16 memory map, the tokens and labels as small integer/float arrays, an index table
-and ``cache.json``. No report text is stored. :class:`CachedDataset` reads it back.
+and ``cache.json``. The report text itself is not stored, but the token ids decode back to it (up to
+``max_length``): a cache is as sensitive as the reports. :class:`CachedDataset` reads it back.
 
 - **Parallel**: ``workers`` processes decode chunks of rows; the main process writes them.
 - **Resumable**: after each batch of chunks the arrays are flushed and ``progress.json`` is rewritten

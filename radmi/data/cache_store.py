@@ -6,7 +6,7 @@ A cache folder looks like this::
       cache.json                    written last, when every shard is done: manifest hash, parameters, counts,
                                     bad rows; its presence means "complete"
       index.csv                     one line per kept manifest row: row, shard, slot and the manifest's
-                                    columns except the paths (no report text)
+                                    columns except the paths
       shards/00000-of-00002/
         shard.json                  manifest hash, parameters, the shard's manifest rows [start, stop)
         progress.json               chunks done and bad rows so far (rewritten atomically)
@@ -23,9 +23,11 @@ are never merged: a reader memory-maps each shard's arrays and follows ``index.c
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Mapping
 from os import PathLike
@@ -81,6 +83,10 @@ def write_json_atomic(path: str | PathLike, payload: Mapping[str, Any]) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp creates 0600; give the file the mode any other file of the cache gets (0666 minus the umask)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
         with os.fdopen(fd, "w") as handle:
             json.dump(payload, handle, indent=1)
             handle.flush()
@@ -152,12 +158,56 @@ def existing_shard_counts(cache_dir: str | PathLike) -> set[int]:
     return {int(p.name.split("-of-")[1]) for p in root.iterdir() if p.is_dir() and "-of-" in p.name}
 
 
+#: what to do after a full disk; finished shards (and chunks) are kept, so the same command resumes
+RESUME_HINT = "free disk space, then rerun the same radmi prepare command (finished work is kept)"
+
+
+def reserve_disk_space(path: Path) -> None:
+    """Reserve the blocks of a freshly created (sparse) file, so a full disk is an error now, not a SIGBUS later.
+
+    Writing into a memory map of a sparse file on a full disk kills the process with SIGBUS (exit 135, no
+    message); ``posix_fallocate`` fails with ENOSPC instead. Where the file system cannot reserve blocks, the free
+    space is compared with the file's size.
+
+    Raises:
+        CacheError: naming the file, with the space needed and free, and the resume hint.
+    """
+    needed = path.stat().st_size
+    try:
+        with open(path, "r+b") as handle:
+            os.posix_fallocate(handle.fileno(), 0, needed)
+        return
+    except OSError as err:
+        if err.errno != errno.ENOSPC and shutil.disk_usage(path.parent).free >= needed:
+            return  # the file system cannot reserve blocks, but the space is there
+    except AttributeError:  # no posix_fallocate on this platform
+        if shutil.disk_usage(path.parent).free >= needed:
+            return
+    free = shutil.disk_usage(path.parent).free
+    raise CacheError(
+        f"not enough free disk space for this cache array ({needed / 2**30:.2f} GiB needed, {free / 2**30:.2f} GiB "
+        f"free); {RESUME_HINT}",
+        path=path,
+    )
+
+
 def create_arrays(folder: Path, rows: int, size: int, max_length: int, dtype: str) -> None:
-    """Allocate the shard's ``.npy`` files (sparse on most file systems: zeros cost no disk until written)."""
+    """Allocate the shard's ``.npy`` files and reserve their disk space (:func:`reserve_disk_space`)."""
     for name, (shape, array_dtype) in array_specs(size, max_length, dtype).items():
         path = folder / f"{name}.npy"
         if not path.exists():
-            np.lib.format.open_memmap(path, mode="w+", dtype=array_dtype, shape=(rows, *shape)).flush()
+            try:
+                np.lib.format.open_memmap(path, mode="w+", dtype=array_dtype, shape=(rows, *shape)).flush()
+            except OSError as err:
+                if err.errno == errno.ENOSPC:
+                    path.unlink(missing_ok=True)
+                    raise CacheError(f"the disk is full; {RESUME_HINT}", path=path) from err
+                raise
+            try:
+                reserve_disk_space(path)
+            except CacheError:
+                path.unlink(missing_ok=True)  # a half-reserved array must not look created on the rerun
+                raise
 
 
 def open_arrays(folder: Path, mode: str = "r") -> dict[str, np.memmap]:

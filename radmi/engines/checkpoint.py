@@ -9,9 +9,11 @@ and the batch augmentation's generator). Everything in it is tensors and plain n
 
 from __future__ import annotations
 
+import errno
 import logging
 import random
 import re
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ import torch
 from ignite.handlers import DiskSaver
 from monai.handlers import CheckpointSaver
 
+from radmi.errors import TrainingError
 from radmi.random_state import load_numpy_state, numpy_state_dict
 
 logger = logging.getLogger(__name__)
@@ -51,6 +54,10 @@ class AtomicCheckpointSaver(CheckpointSaver):
                 checkpoint.save_handler = atomic
 
 
+#: below this much free space, a failed checkpoint write is taken for a full disk
+DISK_FULL_BYTES = 64 * 2**20
+
+
 class _FixedNameDiskSaver(DiskSaver):
     """Atomic ``DiskSaver`` that, like MONAI's private one, can pin the file name (``final_filename``)."""
 
@@ -59,7 +66,18 @@ class _FixedNameDiskSaver(DiskSaver):
         self.filename = filename
 
     def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
-        super().__call__(checkpoint, self.filename or filename, metadata)
+        try:
+            super().__call__(checkpoint, self.filename or filename, metadata)
+        except (OSError, RuntimeError) as err:
+            # torch.save reports a full disk as RuntimeError("... file write failed"), not as ENOSPC
+            full = getattr(err, "errno", None) == errno.ENOSPC or shutil.disk_usage(self.dirname).free < DISK_FULL_BYTES
+            if not full:
+                raise
+            raise TrainingError(
+                "cannot write the checkpoint: the disk is full; free space and rerun the same command (it resumes "
+                "from the last complete checkpoint)",
+                path=self.dirname,
+            ) from err
 
     def remove(self, filename: str) -> None:
         super().remove(self.filename or filename)
