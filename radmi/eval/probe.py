@@ -180,7 +180,7 @@ def extract_splits(
     data: str | Path,
     encoder: Mapping[str, Any] | None = None,
     splits: Sequence[str] = SPLITS,
-    image_size: int = 224,
+    image_size: int | None = None,
     uncertain: str = "ignore",
     blank: str = "negative",
     views: Sequence[str] | None = None,
@@ -192,9 +192,15 @@ def extract_splits(
     """Features of every split of ``data`` for one encoder init (the whole train split: fractions come later).
 
     With ``cache_dir``, each split is stored as ``cache_dir/features_<split>.npz`` and read back next time.
-    The other arguments are those of ``classification_dataset`` and :func:`load_probe_encoder`.
+    ``image_size`` None: a prepared cache's own size, else 224. The other arguments are those of
+    ``classification_dataset`` and :func:`load_probe_encoder`.
     """
+    from radmi.data.source import cache_image_size, open_source
     from radmi.engines.classify import classification_dataset
+
+    if image_size is None:
+        source = open_source(data)
+        image_size = cache_image_size(source.path) if source.is_cache else 224
 
     out: dict[str, Features] = {}
     missing = []
