@@ -60,6 +60,7 @@ def cli_logging(verbose: int) -> Iterator[None]:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     previous_disable = logging.root.manager.disable
+    previous_verbosity = os.environ.get("TRANSFORMERS_VERBOSITY")
     with warnings.catch_warnings():
         if not verbose:
             # MONAI and Ignite give their loggers explicit INFO levels and handlers, so levels on parents do
@@ -72,6 +73,8 @@ def cli_logging(verbose: int) -> Iterator[None]:
             yield
         finally:
             logging.disable(previous_disable)
+            if previous_verbosity is None:
+                os.environ.pop("TRANSFORMERS_VERBOSITY", None)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -112,8 +115,12 @@ def user_error(err: BaseException) -> RadmiError | None:
     cause = radmi_cause(err)
     if cause is not None:
         return cause
-    if isinstance(err, OSError) and err.strerror:
-        return RadmiError(err.strerror, path=err.filename)
+    seen = set()
+    while err is not None and id(err) not in seen:  # an OS error MONAI or a DataLoader worker wrapped
+        if isinstance(err, OSError) and err.strerror:
+            return RadmiError(err.strerror, path=err.filename)
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
     return None
 
 
@@ -129,8 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     top_args = top.parse_args(argv[:index])
     parser, module = _command_parser(argv[index])
     args = parser.parse_args(argv[index + 1 :])
-    configure_threads(top_args.threads)
     try:
+        configure_threads(top_args.threads)
         with cli_logging(top_args.verbose):
             return int(module.run(args) or 0)
     except KeyboardInterrupt:

@@ -22,6 +22,8 @@ from __future__ import annotations
 import os
 import sys
 
+from radmi.errors import RadmiError
+
 #: environment variable with radmi's thread count (the ``--threads`` option sets it for subprocesses too)
 THREADS_ENV = "RADMI_THREADS"
 
@@ -39,10 +41,12 @@ def configure_threads(threads: int | None = None) -> int:
     Args:
         threads: an explicit count (``--threads``); None: ``RADMI_THREADS``, ``OMP_NUM_THREADS``, usable cores.
     """
-    if threads is None and os.environ.get(THREADS_ENV):
-        threads = int(os.environ[THREADS_ENV])
-    if threads is None and os.environ.get("OMP_NUM_THREADS"):
-        threads = int(os.environ["OMP_NUM_THREADS"])
+    for name in (THREADS_ENV, "OMP_NUM_THREADS"):
+        if threads is None and os.environ.get(name):
+            try:
+                threads = int(os.environ[name])
+            except ValueError:
+                raise RadmiError(f"{name} must be a whole number of threads, not {os.environ[name]!r}") from None
     if threads is None:
         threads = usable_cores()
     threads = max(1, int(threads))

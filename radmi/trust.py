@@ -19,6 +19,7 @@ the hash counts, so a trusted config that is edited is no longer trusted). It is
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Iterable
 from os import PathLike
@@ -201,6 +202,24 @@ def is_literal(value: object) -> bool:
     return True
 
 
+def _is_class_under(target: object, prefixes: tuple[str, ...]) -> bool:
+    """Whether ``target`` names a class *defined* in a module under ``prefixes``, as ``<module>.<Class>``.
+
+    A prefix test alone is not enough: MONAI resolves ``_target_`` by importing the longest module prefix and
+    then following attributes, so ``radmi.losses.base.torch.hub.load`` would start with ``radmi.losses.`` and
+    still reach torch.
+    """
+    if not isinstance(target, str) or "." not in target or not target.startswith(prefixes):
+        return False
+    module_name, _, name = target.rpartition(".")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        return False
+    obj = getattr(module, name, None)
+    return isinstance(obj, type) and obj.__module__ == module_name
+
+
 def plain_objective_reason(spec: object, targets: tuple[str, ...] = PLAIN_TARGETS) -> str | None:
     """Why a config item (``models/objective.json``, a ``network_def``) cannot be built without trusting it, or
     None when it holds only literals and ``_target_`` values under ``targets`` (what radmi itself writes)."""
@@ -214,8 +233,8 @@ def plain_objective_reason(spec: object, targets: tuple[str, ...] = PLAIN_TARGET
         for key, value in spec.items():
             key = str(key)
             if key == "_target_":
-                if not (isinstance(value, str) and value.startswith(targets)):
-                    return f"_target_ {str(value)[:60]!r} is outside {', '.join(targets)}"
+                if not _is_class_under(value, targets):
+                    return f"_target_ {str(value)[:60]!r} is not a class defined in {', '.join(targets)}"
                 continue
             if key.startswith("_") and key.endswith("_"):
                 return f"key {key!r}"

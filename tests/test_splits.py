@@ -30,7 +30,7 @@ def test_subject_ids_are_keyed_hashes_not_a_sort_order():
     assert not ids.is_monotonic_increasing  # not numbered in sorted PatientID order
     repeated = subject_ids(pd.Series(["A", "B", "A"]), b"s")
     assert repeated[0] == repeated[2] != repeated[1]
-    with pytest.raises(ValueError):
+    with pytest.raises(ManifestError, match="salt must not be empty"):
         subject_ids(PATIENTS, b"")
 
 
@@ -54,7 +54,7 @@ def test_splits_are_per_patient_deterministic_and_stable_when_patients_are_added
 
 @pytest.mark.parametrize("text", ["0.8,0.1", "0.8,0.1,0.2", "a,b,c", "1.2,-0.1,-0.1"])
 def test_parse_fractions_rejects_bad_values(text):
-    with pytest.raises(ValueError):
+    with pytest.raises(ManifestError, match="split fractions must be"):
         parse_fractions(text)
     assert parse_fractions("0.8, 0.1, 0.1") == (0.8, 0.1, 0.1)
 

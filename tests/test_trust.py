@@ -186,6 +186,10 @@ def test_literal_and_plain_objective_checks():
     plain = {"_target_": "radmi.losses.objectives.PretrainObjective",
              "loss": {"_target_": "radmi.losses.local_mi.LocalMILoss", "estimator": "infonce"}}  # fmt: skip
     assert plain_objective_reason(plain) is None
-    assert "outside" in plain_objective_reason({"_target_": "os.system", "command": "true"})
+    assert "not a class defined in" in plain_objective_reason({"_target_": "os.system", "command": "true"})
+    # a prefix match is not enough: MONAI would follow attributes from radmi.losses.base into torch
+    walk = {"_target_": "radmi.losses.base.torch.hub.load", "repo_or_dir": ".", "model": "x", "source": "local"}
+    assert "not a class defined in" in plain_objective_reason(walk)
+    assert "not a class defined in" in plain_objective_reason({**plain, "_target_": "radmi.losses.LocalMILoss"})
     assert "expression" in plain_objective_reason({**plain, "loss": "$print(1)"})
     assert "_requires_" in plain_objective_reason({**plain, "_requires_": "x"})

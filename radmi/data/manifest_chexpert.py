@@ -198,7 +198,7 @@ def build_chexpert_manifest(
     if on_error not in _ON_ERROR:
         raise ValueError(f"on_error must be one of {_ON_ERROR}, got {on_error!r}")
     if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
+        raise ManifestError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
     root = Path(root).resolve()
     if not root.is_dir():
         raise ManifestError("CheXpert folder not found", path=root)

@@ -223,7 +223,7 @@ def build_openi_manifest(
     if on_error not in _ON_ERROR:
         raise ValueError(f"on_error must be one of {_ON_ERROR}, got {on_error!r}")
     if val_fraction < 0 or test_fraction < 0 or val_fraction + test_fraction >= 1:
-        raise ValueError("val_fraction and test_fraction must be >= 0 and sum to less than 1")
+        raise ManifestError("val_fraction and test_fraction must be >= 0 and sum to less than 1")
     reports_dir, images_dir, out = (
         Path(reports_dir).resolve(),
         Path(images_dir).resolve(),

@@ -95,7 +95,7 @@ def subject_ids(patient_ids: pd.Series, salt: bytes) -> pd.Series:
         ManifestError: two different PatientIDs give the same id (astronomically rare; use another salt).
     """
     if not salt:
-        raise ValueError("the salt must not be empty")
+        raise ManifestError("the salt must not be empty")
     unique = pd.unique(patient_ids.astype(str))
     ids = {
         patient: str(_ID_BASE + int.from_bytes(hmac.new(salt, patient.encode("utf-8"), hashlib.sha256).digest()[:8], "big") % _ID_BASE)
@@ -125,9 +125,9 @@ def parse_fractions(text: str | Sequence[float]) -> tuple[float, float, float]:
     try:
         fractions = tuple(float(p) for p in parts)
     except ValueError as err:
-        raise ValueError(f"split fractions must be three numbers like 0.8,0.1,0.1, got {text!r}") from err
+        raise ManifestError(f"split fractions must be three numbers like 0.8,0.1,0.1, got {text!r}") from err
     if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1.0) > 1e-6:
-        raise ValueError(f"split fractions must be three non-negative numbers summing to 1, got {text!r}")
+        raise ManifestError(f"split fractions must be three non-negative numbers summing to 1, got {text!r}")
     return fractions  # type: ignore[return-value]
 
 

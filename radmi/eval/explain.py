@@ -564,8 +564,12 @@ class PretrainedRun(nn.Module):
         self.kind = str(self.objective.kind)
         # the pretraining network's forward gives the feature dict the objectives read (shares the encoders)
         self.network = ImageTextModel(self.image_encoder, self.text_encoder)
-        self.device = torch.device(device)
-        self.to(self.device).eval()
+        self.to(torch.device(device)).eval()
+
+    @property
+    def device(self) -> torch.device:
+        """Where the weights are; follows ``.to()`` (a bundle's ``network_def.to(@device)``)."""
+        return next(self.image_encoder.parameters()).device
 
     @property
     def has_region_maps(self) -> bool:

@@ -196,10 +196,11 @@ def _plain(x: torch.Tensor) -> torch.Tensor:
 
 
 def _run_device(run: Any) -> torch.device:
-    device = getattr(run, "device", None)
-    if device is not None:
-        return torch.device(device)
-    return next(run.image_encoder.parameters()).device
+    """Where the run's weights are now (after any ``.to()``), else its ``device`` attribute."""
+    encoder = getattr(run, "image_encoder", None)
+    if encoder is not None:
+        return next(encoder.parameters()).device
+    return torch.device(getattr(run, "device", "cpu"))
 
 
 @torch.no_grad()
