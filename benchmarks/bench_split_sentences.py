@@ -14,70 +14,16 @@ period is a candidate but none ends a sentence, the old worst case).
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from radmi.data import reports  # noqa: E402
+from reports_reference import split_sentences_reference as old_split_sentences  # noqa: E402
+
 from radmi.data.reports import split_sentences  # noqa: E402
-
-_OLD_CANDIDATE = re.compile(r"[.!?]+[\"')\]]*(?=\s+)")
-
-
-def _old_unwrap(text: str) -> str:
-    paragraphs = []
-    for block in reports._BLANK_LINES.split(text.strip("\n")):
-        lines: list[str] = []
-        for raw in block.split("\n"):
-            line = reports._SPACES.sub(" ", raw).strip()
-            if not line:
-                continue
-            if lines and not reports._LIST_MARKER.match(line):
-                lines[-1] = f"{lines[-1]} {line}"
-            else:
-                lines.append(line)
-        if lines:
-            paragraphs.append("\n".join(lines))
-    return "\n\n".join(paragraphs)
-
-
-def _old_ends_sentence(chunk: str, following: str) -> bool:
-    following = following.lstrip()
-    if not following:
-        return True
-    if chunk.endswith(("!", "?")):
-        return True
-    starts_upper = following[0].isupper() or following[0].isdigit() or following.startswith(("___", '"', "("))
-    words = chunk.rstrip(".\"')]").split()
-    last = words[-1] if words else ""
-    bare = last.lstrip("([\"'")
-    if reports._DOTTED.fullmatch(bare):
-        return bare.lower() in reports._DOTTED_CAN_END and starts_upper
-    if bare.lower() in reports._ABBREVIATIONS:
-        return False
-    if bare.isdigit() and len(words) == 1:
-        return False
-    return starts_upper
-
-
-def old_split_sentences(text: str) -> list[str]:
-    """The splitter before issue 17 (copied verbatim, with its quadratic unwrap)."""
-    sentences: list[str] = []
-    for line in _old_unwrap(reports._normalize_text(text)).split("\n"):
-        line = line.strip()
-        start = 0
-        for match in _OLD_CANDIDATE.finditer(line):
-            end = match.end()
-            if _old_ends_sentence(line[start:end].strip(), line[end:]):
-                sentences.append(line[start:end])
-                start = end
-        sentences.append(line[start:])
-    cleaned = (reports._LIST_MARKER.sub("", s.strip(), count=1).strip() for s in sentences)
-    return [s for s in cleaned if any(c.isalnum() for c in s)]
-
 
 TEXTS = {
     "prose": "There is a small right pleural effusion, e.g. 2.5 cm. Dr. Smith was notified at 3 p.m. ",

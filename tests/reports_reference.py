@@ -1,6 +1,6 @@
 """The sentence splitter as it was before issue 17 (quadratic in the length of a line), kept as the reference
-the linear :func:`radmi.data.reports.split_sentences` must equal. ``benchmarks/bench_split_sentences.py`` holds
-the same copy for the timing comparison.
+the linear :func:`radmi.data.reports.split_sentences` must equal; ``benchmarks/bench_split_sentences.py`` times
+it against the new one.
 """
 
 from __future__ import annotations
