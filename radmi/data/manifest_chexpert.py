@@ -19,10 +19,8 @@ whose hash falls below ``val_fraction``, which go to ``validate`` (all their ima
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-from collections.abc import Iterable
 from os import PathLike
 from pathlib import Path
 
@@ -31,6 +29,7 @@ import pandas as pd
 
 from radmi.data.labels import CHEXPERT_LABELS, invalid_label_values
 from radmi.data.manifest_schema import EDEMA_COLUMN, MANIFEST_COLUMNS, read_source_csv
+from radmi.data.splits import hash_fraction
 from radmi.errors import ManifestError
 
 __all__ = [
@@ -58,21 +57,6 @@ _VIEW_COLUMNS = ("Frontal/Lateral", "AP/PA")
 #: Studies per patient must stay below this for ``study_id = patient * 1000 + study`` to be unique.
 _STUDIES_PER_PATIENT = 1000
 _ON_ERROR = ("raise", "skip")
-
-
-def hash_fraction(keys: Iterable[str], salt: str) -> np.ndarray:
-    """A number in [0, 1) per key: the first 8 bytes of SHA-256(``"<salt>:<key>"``) / 2**64.
-
-    Deterministic across machines, Python versions and row orders (unlike ``hash()`` or a seeded shuffle), and a
-    key keeps its number when other keys come or go, so a split drawn as ``number < fraction`` is stable.
-    """
-    return np.array(
-        [
-            int.from_bytes(hashlib.sha256(f"{salt}:{key}".encode()).digest()[:8], "big") / 2.0**64
-            for key in keys
-        ],
-        dtype=np.float64,
-    )
 
 
 class _BadRows:

@@ -23,7 +23,7 @@ and the rest of the pipeline read them unchanged.
 
 There are no patient ids in the release: each report is its own subject and its own study
 (``subject_id`` = 10,000,000 + n, ``study_id`` = 50,000,000 + n, n = the report number ``IUXRId``). The split is
-drawn per report from a hash of n (:func:`radmi.data.manifest_chexpert.hash_fraction`). Views come from the
+drawn per report from a hash of n (:func:`radmi.data.splits.hash_fraction`). Views come from the
 figure caption when it names exactly one of PA, AP or lateral, else they are unknown (empty).
 
 Reports without FINDINGS and IMPRESSION text, and reports that list no image, are always skipped and counted.
@@ -45,8 +45,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from radmi.data.manifest_chexpert import hash_fraction
 from radmi.data.manifest_schema import MANIFEST_COLUMNS, empty_labels, write_manifest
+from radmi.data.splits import hash_fraction
 from radmi.errors import ManifestError
 
 __all__ = [

@@ -21,7 +21,7 @@ import hmac
 import logging
 import os
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from os import PathLike
 from pathlib import Path
 
@@ -35,6 +35,7 @@ __all__ = [
     "SPLIT_NAMES",
     "assign_splits",
     "default_salt_file",
+    "hash_fraction",
     "load_or_create_salt",
     "parse_fractions",
     "subject_ids",
@@ -106,13 +107,24 @@ def subject_ids(patient_ids: pd.Series, salt: bytes) -> pd.Series:
     return patient_ids.astype(str).map(ids)
 
 
+def hash_fraction(keys: Iterable[str], salt: str) -> np.ndarray:
+    """A number in [0, 1) per key: the first 8 bytes of SHA-256(``"<salt>:<key>"``) / 2**64.
+
+    Deterministic across machines, Python versions and row orders (unlike ``hash()`` or a seeded shuffle), and a
+    key keeps its number when other keys come or go, so a split drawn as ``number < fraction`` is stable.
+    """
+    return np.array(
+        [
+            int.from_bytes(hashlib.sha256(f"{salt}:{key}".encode()).digest()[:8], "big") / 2.0**64
+            for key in keys
+        ],
+        dtype=np.float64,
+    )
+
+
 def unit_hash(keys: pd.Series, seed: int) -> np.ndarray:
-    """A number in [0, 1) per key from SHA-256 of ``"<seed>:<key>"``: uniform, and fixed for a key and seed."""
-    values = [
-        int.from_bytes(hashlib.sha256(f"radmi-split:{seed}:{key}".encode()).digest()[:8], "big") / 2.0**64
-        for key in keys.astype(str)
-    ]
-    return np.asarray(values, dtype=np.float64)
+    """A number in [0, 1) per key from SHA-256 of ``"radmi-split:<seed>:<key>"``: uniform, fixed for a key and seed."""
+    return hash_fraction(keys.astype(str), f"radmi-split:{seed}")
 
 
 def parse_fractions(text: str | Sequence[float]) -> tuple[float, float, float]:
