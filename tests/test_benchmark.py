@@ -14,6 +14,7 @@ from PIL import Image
 from radmi.data.labels import CHEXPERT_LABELS
 from radmi.eval import benchmark
 from radmi.eval.benchmark import (
+    DEFAULT_INITS,
     INITS,
     PRESETS,
     classification_row,
@@ -24,7 +25,8 @@ from radmi.eval.benchmark import (
 
 
 def test_select_inits_accepts_names_and_slugs_in_table_order_of_request():
-    assert select_inits(None) == list(INITS)
+    assert select_inits(None) == list(DEFAULT_INITS)
+    assert select_inits(None, default=PRESETS["standard"].inits) == ["random", "global MI", "local MI (max)"]
     assert select_inits("random,local_mi_max") == ["random", "local MI (max)"]
     assert select_inits(["TVDIM", "local MI (paper)", "tvdim"]) == ["TVDIM", "local MI (paper)"]
     with pytest.raises(ValueError, match="unknown init 'nope'"):
@@ -240,3 +242,24 @@ def test_edema_statuses_are_tabled_and_chance_recall_is_capped():
                             facts, pretraining)  # fmt: skip
     assert "| random | no positives | no positives | no positives |" in text
     assert "| local MI (max) | 1 | - | - | 1.000 | - | 1.000 | 1.0 |" in text  # 5 of 4 reports: chance is 1
+
+
+def test_every_preset_default_row_exists_and_ablations_change_one_setting_of_local_mi():
+    from radmi.bundle.paths import bundle_config
+
+    recipe = json.loads(bundle_config("radmi_cxr_pretrain").read_text())
+    for preset in PRESETS.values():
+        assert set(preset.inits) <= set(INITS)
+    for name, overrides in INITS.items():
+        assert overrides is None or set(overrides) <= set(recipe), name
+    base = INITS["local MI (max)"]
+    expected = {
+        "local MI (isolated; no text mask)": {"mask_identical_text": False},
+        "local MI (report context; text mask)": {"sentence_context": "report"},
+        "local MI (4 x 4 regions)": {"local_stride": 32},
+        "local MI (max; 6 epochs)": {"epochs": 6, "val_every": 6},
+    }
+    for name, change in expected.items():
+        assert INITS[name] == {**base, **change}, name
+        # each changed key moves the recipe off its default (so the row is a real ablation)
+        assert all(recipe[key] != value for key, value in change.items()), name

@@ -287,7 +287,7 @@ def test_mismatching_manifest_or_parameters_refused(manifest, cache_u8, tmp_path
         frame[column] = [str(manifest.parent / p) for p in frame[column]]
     frame.to_csv(changed, index=False)
     with pytest.raises(CacheError, match="different manifest"):
-        _prepare(changed, cache_u8)
+        _prepare(changed, cache_u8, root=manifest.parent)  # its rows lie in the first manifest's folder
     with pytest.raises(CacheError, match="size: cache has 32, asked 64"):
         _prepare(manifest, cache_u8, size=64)
     with pytest.raises(CacheError, match="different manifest"):
@@ -336,9 +336,23 @@ def test_rows_outside_the_dataset_root_are_refused(manifest, tmp_path, capsys):
     out = tmp_path / "cache"
     with pytest.raises(ManifestError, match="outside the dataset root") as caught:
         _prepare(hostile, out, root=root)
-    assert caught.value.row == 1 and "/etc/passwd" in str(caught.value) and "--allow-outside-root" in str(caught.value)
+    assert (
+        caught.value.row == 1
+        and "/etc/passwd" in str(caught.value)
+        and "--allow-outside-root" in str(caught.value)
+    )
     assert not out.exists()
-    args = ["prepare", str(hostile), "--out", str(out), "--no-progress", "--workers", "1", "--root", str(root)]
+    args = [
+        "prepare",
+        str(hostile),
+        "--out",
+        str(out),
+        "--no-progress",
+        "--workers",
+        "1",
+        "--root",
+        str(root),
+    ]
     assert main(args) == 1
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("radmi prepare: error: ") and "outside the dataset root" in err
@@ -346,7 +360,10 @@ def test_rows_outside_the_dataset_root_are_refused(manifest, tmp_path, capsys):
     # manifest check lists both rows (never opening them); --allow-outside-root turns the check off
     problems = check_manifest(hostile, progress=False, root=root).problems
     outside = problems[problems["problem"].str.contains("outside the dataset root")]
-    assert sorted(zip(outside["row"], outside["column"], strict=True)) == [(1, "report_path"), (2, "image_path")]
+    assert sorted(zip(outside["row"], outside["column"], strict=True)) == [
+        (1, "report_path"),
+        (2, "image_path"),
+    ]
     relaxed = check_manifest(hostile, progress=False, root=root, allow_outside_root=True).problems
     assert not relaxed["problem"].str.contains("outside").any()
     # a manifest kept elsewhere, with absolute paths into the data folder, is fine with --root naming that folder

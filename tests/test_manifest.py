@@ -189,7 +189,7 @@ def broken_manifest(dcm_tree, tmp_path) -> Path:
     write_dicom(Path(manifest.loc[3, "image_path"]), sr_dataset())  # row 3: no pixels (SR)
     Path(manifest.loc[4, "report_path"]).write_text("  \n")  # rows 3 and 4 share this (empty) report
     manifest.loc[4, "Edema"] = 2.0  # row 4: bad label
-    path = write_manifest(manifest, tmp_path / "m.csv")
+    path = write_manifest(manifest, tmp_path / "m.csv", dataset_roots=[tree])  # the data now lies in tree
     raw = pd.read_csv(path, dtype=str, keep_default_na=False)
     raw.loc[5, "split"] = "training"  # row 5: bad split
     raw.to_csv(path, index=False)
@@ -294,7 +294,9 @@ def test_folder_builder_lists_links_loops_and_fifos_with_a_reason(tmp_path, capl
     os.mkfifo(export / "fifo.dcm")
     (export / "loop.dcm").symlink_to(export / "loop.dcm")
     (export / "dangling.dcm").symlink_to(export / "nowhere.dcm")
-    pd.DataFrame({"study_id": [ds.StudyInstanceUID], "report": [REPORT]}).to_csv(tmp_path / "r.csv", index=False)
+    pd.DataFrame({"study_id": [ds.StudyInstanceUID], "report": [REPORT]}).to_csv(
+        tmp_path / "r.csv", index=False
+    )
     out = tmp_path / "out" / "m.csv"
     with pytest.raises(ManifestError, match="dangling symbolic link"):
         build_folder_manifest(export, tmp_path / "r.csv", out, progress=False)

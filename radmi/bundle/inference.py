@@ -110,10 +110,10 @@ def list_inputs(source: str | Path, full_paths: bool = False) -> list[dict[str, 
     if problem is not None:
         raise BundleError(f"cannot predict on it: {problem}", path=path)
     if path.is_file() and path.name.lower().endswith(MANIFEST_SUFFIXES):
-        from radmi.data.manifest import read_manifest
+        from radmi.data.manifest_schema import read_manifest_within_roots
 
         root = Path(os.path.abspath(path)).parent
-        frame = read_manifest(path)
+        frame = read_manifest_within_roots(path)
         files = [Path(str(row.image_path)) for row in frame.itertuples(index=False)]
         rows = [
             {"image_path": str(file), "dicom_id": str(row.dicom_id), "study_id": str(row.study_id)}

@@ -28,8 +28,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--inits",
         default=None,
-        help="comma list of table rows to run (names or slugs, e.g. 'random,local_mi_max'); default all: "
-        "random, global MI, local MI (max), local MI (mean), local MI (paper), TVDIM",
+        help="comma list of table rows to run (names or slugs, e.g. 'random,local_mi_max'); default: random, "
+        "global MI, local MI (max), local MI (mean), local MI (paper), TVDIM (standard preset: the first "
+        "three). Ablations, by name only: 'local MI (report context; no text mask)', 'local MI (isolated; no "
+        "text mask)', 'local MI (report context; text mask)', 'local MI (4 x 4 regions)', 'local MI (max; 6 "
+        "epochs)'. Rows already finished in --out are reused",
     )
 
 

@@ -86,9 +86,9 @@ def read_reports(
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         raise ManifestError(f"not a readable CSV: {err}", path=source) from err
     if manifest:
-        from radmi.data.manifest import read_manifest
+        from radmi.data.manifest_schema import read_manifest_within_roots
 
-        return _reports_of_manifest(read_manifest(source))
+        return _reports_of_manifest(read_manifest_within_roots(source))
     return read_report_table(source, id_column, report_column)
 
 

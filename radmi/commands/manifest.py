@@ -1,11 +1,14 @@
 """``radmi manifest``: build a manifest from a MIMIC-CXR tree or a hospital export, or check one.
 
-radmi manifest mimic-cxr ROOT --out M.csv [--frontal-only] [--image-ext auto|.dcm|.dcm.gz|.jpg]
+radmi manifest mimic-cxr ROOT --out M.csv [--frontal-only] [--image-ext auto|.dcm|.dcm.gz|.jpg] [--skip-bad]
 radmi manifest folder --images DIR --reports CSV --out M.csv [--label-reports | --labels CSV]
     [--split-fractions 0.8,0.1,0.1 --seed N | --split test] [--salt-file FILE | --salt TEXT]
 radmi manifest chexpert ROOT --out M.csv [--frontal-only] [--val-fraction 0.05] [--skip-bad]
 radmi manifest openi --reports DIR_OF_XML --images DIR_OF_PNG --out M.csv [--skip-bad]
-radmi manifest check M.csv [--problems problems.csv]
+radmi manifest check M.csv [--problems problems.csv] [--root DIR | --allow-outside-root]
+
+Every builder writes the manifest's dataset roots beside it (``M.roots.json``); ``check`` and ``radmi prepare``
+refuse a row whose path resolves outside them.
 """
 
 from __future__ import annotations
@@ -50,6 +53,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="folder with files/pNN/.../sNNNNNNNN.txt (default ROOT)",
     )
+    mimic.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="leave out (and count) images whose image or report is a dangling link, a link loop or a special "
+        "file (default: stop at the first)",
+    )
 
     folder = sub.add_parser("folder", help="build from a hospital export: DICOM files + a CSV of reports")
     folder.add_argument(
@@ -78,7 +87,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="the hospital's labels CSV: the --id-column plus the 14 CheXpert columns (1, 0, -1 or blank)",
     )
     folder_labels.add_argument(
-        "--label-reports", action="store_true", help="label every study from its report (radmi label's labeler)"
+        "--label-reports",
+        action="store_true",
+        help="label every study from its report (radmi label's labeler)",
     )
     folder.add_argument(
         "--split-fractions",
@@ -144,19 +155,27 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
     check = sub.add_parser("check", help="open every row and report problems (exit 1 if any)")
     check.add_argument("manifest", type=Path)
-    check.add_argument(
+    _add_root_arguments(check, "a row outside it is a problem and is not opened")
+    check.add_argument("--problems", type=Path, default=None, help="write the per-row problem table as CSV")
+
+
+def _add_root_arguments(parser: argparse.ArgumentParser, outside: str) -> None:
+    """``--root DIR`` and ``--allow-outside-root`` (one mutually exclusive pair), as ``radmi prepare`` has them."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
         "--root",
         type=Path,
         default=None,
-        help="dataset folder every image/report path must resolve inside; a row outside it is a problem "
-        "(default: no root check)",
+        metavar="DIR",
+        help=f"dataset folder every image/report path must resolve inside; {outside} (default: the roots "
+        "the builder recorded in M.roots.json beside the manifest M.csv, else the manifest's own folder; "
+        "give --root for a manifest from someone else, it replaces M.roots.json)",
     )
-    check.add_argument(
+    group.add_argument(
         "--allow-outside-root",
         action="store_true",
-        help="turn the --root check off",
+        help="no dataset-root check at all: rows may point at any file (only for a manifest you trust)",
     )
-    check.add_argument("--problems", type=Path, default=None, help="write the per-row problem table as CSV")
 
 
 def _print_built(manifest, out: Path) -> None:
@@ -214,19 +233,23 @@ def _run_folder(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     if args.action == "mimic-cxr":
+        skipped: list[dict] = []
         manifest = build_mimic_manifest(
             args.root,
             frontal_only=args.frontal_only,
             image_ext=args.image_ext,
             reports_root=args.reports_root,
+            on_error="skip" if args.skip_bad else "raise",
+            skipped=skipped,
         )
         write_manifest(manifest, args.out)
         _print_built(manifest, args.out)
+        _print_skipped(skipped)
         return 0
     if args.action == "folder":
         return _run_folder(args)
     if args.action == "chexpert":
-        skipped: list[dict] = []
+        skipped = []
         manifest = build_chexpert_manifest(
             args.root,
             frontal_only=args.frontal_only,
@@ -258,6 +281,11 @@ def run(args: argparse.Namespace) -> int:
         args.problems.parent.mkdir(parents=True, exist_ok=True)
         result.problems.to_csv(args.problems, index=False)
     print(f"{result.path}: {result.n_rows} rows, {result.n_bad_rows} with problems")
+    if result.roots:
+        roots = ", ".join(str(root) for root in result.roots)
+        print(f"dataset root{'s' if len(result.roots) > 1 else ''}: {roots} ({result.roots_origin})")
+    else:
+        print("dataset root: not checked (--allow-outside-root)")
     if not result.ok:
         print(result.summary().to_string(index=False))
         if args.problems is not None:

@@ -49,16 +49,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--finalize", action="store_true", help="only write index.csv + cache.json once all shards are done"
     )
-    parser.add_argument(
+    roots = parser.add_mutually_exclusive_group()
+    roots.add_argument(
         "--root",
         default=None,
-        help="dataset folder every image/report path must resolve inside; a row outside it is an error "
-        "(default: no root check)",
+        metavar="DIR",
+        help="dataset folder every image/report path must resolve inside; a row outside it stops the run "
+        "before anything is decoded (default: the roots the builder recorded in M.roots.json beside the "
+        "manifest M.csv, else the manifest's own folder; give --root for a manifest from someone else, it "
+        "replaces M.roots.json)",
     )
-    parser.add_argument(
+    roots.add_argument(
         "--allow-outside-root",
         action="store_true",
-        help="turn the --root check off",
+        help="no dataset-root check at all: rows may point at any file (only for a manifest you trust)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 

@@ -61,7 +61,7 @@ from radmi.data.cache_store import (
     shard_rows,
     write_json_atomic,
 )
-from radmi.data.manifest import PATH_COLUMNS, read_manifest, require_inside_root
+from radmi.data.manifest import PATH_COLUMNS, enforced_roots, read_manifest, require_inside_roots
 from radmi.errors import CacheError, radmi_cause
 from radmi.models.hub import OFFLINE_DEFAULT
 
@@ -140,11 +140,13 @@ def cache_params(
 _TRANSFORM = None  # one sample_transform per worker process, built by _init_worker
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(main_pid: int | None = None) -> None:
     """Make this worker process exit when its parent dies (Linux ``PR_SET_PDEATHSIG``; a no-op elsewhere).
 
     After ``kill -9`` of ``radmi prepare`` its pool workers would otherwise live on as orphans, holding memory
-    and the files they read. Nothing is lost: a worker only computes; the parent writes the shards.
+    and the files they read. Nothing is lost: a worker only computes; the parent writes the shards. ``main_pid``
+    is the ``radmi prepare`` process: when it is already gone once the signal is armed (killed between the fork
+    and here; a subreaper may have adopted this worker, so its parent id need not be 1), exit at once.
     """
     import signal
     import sys
@@ -159,15 +161,25 @@ def _die_with_parent() -> None:
         libc.prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
     except (OSError, AttributeError):  # no prctl: nothing to do
         return
-    if os.getppid() == 1:  # the parent died before the prctl took effect
-        os._exit(1)
+    if os.getppid() == 1 or (main_pid is not None and not _process_exists(main_pid)):
+        os._exit(1)  # the parent died before the prctl took effect
 
 
-def _init_worker(params: Mapping[str, Any], pool_worker: bool = True) -> None:
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _init_worker(params: Mapping[str, Any], pool_worker: bool = True, main_pid: int | None = None) -> None:
     """Build the per-row pipeline once per process (loading the tokenizer is the slow part)."""
     global _TRANSFORM
     if pool_worker:
-        _die_with_parent()
+        _die_with_parent(main_pid)
     import torch
 
     from radmi.data.pipeline import sample_transform
@@ -340,7 +352,7 @@ def _run_chunks(
         for number, first, end in todo:
             yield _process_chunk(number, first, records[first:end], params, on_error)
         return
-    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(params,)) as pool:
+    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(params, True, os.getpid())) as pool:
         pending: set = set()
         queue = iter(todo)
         try:
@@ -554,8 +566,9 @@ def prepare_cache(
         progress: show a tqdm progress bar.
         root: the dataset root every ``image_path``/``report_path`` must resolve inside; a row outside it is a
             :class:`ManifestError` before anything is decoded (a ``report_path=/etc/passwd`` never reaches the
-            cache). None: no root check (the documented flows keep manifests outside the data folder).
-        allow_outside_root: skip that check even when ``root`` is given.
+            cache). None: the roots the manifest's builder recorded beside it (``M.roots.json``), else the
+            manifest's own folder (:func:`radmi.data.manifest_schema.dataset_roots`).
+        allow_outside_root: no root check at all (the rows may point anywhere).
 
     Returns:
         a :class:`CacheSummary`; ``complete`` is True once every shard is done and ``cache.json`` is written.
@@ -572,8 +585,9 @@ def prepare_cache(
     params = cache_params(size, tokenizer, max_length, dtype, transform_options)
     manifest_path = Path(manifest).resolve()
     frame = read_manifest(manifest_path)
-    if root is not None and not allow_outside_root:
-        require_inside_root(frame, Path(root).resolve(), path=manifest_path)
+    if not allow_outside_root:
+        roots, origin = enforced_roots(manifest_path, root)
+        require_inside_roots(frame, roots, path=manifest_path, origin=origin)
     manifest_info = {"path": str(manifest_path), "sha256": file_sha256(manifest_path), "rows": len(frame)}
     if is_cache(cache_dir):  # finished (possibly in shards): check it and return, nothing to do
         info = load_cache_info(cache_dir)

@@ -21,7 +21,7 @@ from monai.data import DataLoader, Dataset, list_data_collate
 from monai.transforms import Compose
 from torch.utils.data import get_worker_info
 
-from radmi.data.manifest import read_manifest
+from radmi.data.manifest_schema import read_manifest_within_roots
 from radmi.errors import radmi_cause
 
 logger = logging.getLogger(__name__)
@@ -102,7 +102,7 @@ class ManifestDataset(Dataset):
     ) -> None:
         if on_error not in ON_ERROR:
             raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
-        frame = manifest if isinstance(manifest, pd.DataFrame) else read_manifest(manifest)
+        frame = manifest if isinstance(manifest, pd.DataFrame) else read_manifest_within_roots(manifest)
         frame = frame.reset_index(drop=True).rename_axis("row").reset_index()
         if split is not None:
             frame = frame[frame["split"] == split]

@@ -3,7 +3,8 @@
 This module is the public façade; the work lives in small modules, each with one job:
 
 - :mod:`radmi.data.manifest_schema`: the columns (``MANIFEST_COLUMNS``), value validation, ``read_manifest``
-  (validates, returns absolute paths) and ``write_manifest`` (paths relative to its own folder);
+  (validates, returns absolute paths), ``write_manifest`` (paths relative to its own folder, the builder's
+  dataset roots beside it in ``M.roots.json``) and ``dataset_roots`` (the folders every path must lie in);
 - :mod:`radmi.data.manifest_mimic`: ``build_mimic_manifest`` for a MIMIC-CXR(-JPG) tree, from the official
   CSVs when present (vectorized merges), else by walking ``files/pNN/pNNNNNNNN/sNNNNNNNN/``;
 - :mod:`radmi.data.manifest_folder`: ``build_folder_manifest`` for a hospital export (DICOM files plus a CSV of
@@ -32,6 +33,7 @@ from radmi.data.manifest_mimic import (
 )
 from radmi.data.manifest_openi import OPENI_TEST_FRACTION, OPENI_VAL_FRACTION, build_openi_manifest
 from radmi.data.manifest_schema import (
+    DATASET_ROOTS_ATTR,
     EDEMA_COLUMN,
     FRONTAL_VIEWS,
     ID_COLUMNS,
@@ -39,14 +41,22 @@ from radmi.data.manifest_schema import (
     MAX_PARENT_LEVELS,
     OPTIONAL_COLUMNS,
     PATH_COLUMNS,
+    ROOTS_SUFFIX,
     SPLITS,
     TEXT_COLUMNS,
+    dataset_roots,
     empty_labels,
+    enforced_roots,
     manifest_problems,
     outside_root,
+    outside_roots,
+    read_dataset_roots,
     read_manifest,
+    read_manifest_within_roots,
     require_inside_root,
+    require_inside_roots,
     resolve_paths,
+    roots_file,
     split_counts,
     typed_manifest,
     write_manifest,
@@ -54,6 +64,7 @@ from radmi.data.manifest_schema import (
 
 __all__ = [
     "CHEXPERT",
+    "DATASET_ROOTS_ATTR",
     "EDEMA_COLUMN",
     "EDEMA_SEVERITY",
     "FRONTAL_VIEWS",
@@ -64,6 +75,7 @@ __all__ = [
     "MIMIC_IMAGE_SUFFIXES",
     "PATH_COLUMNS",
     "RECORD_LIST",
+    "ROOTS_SUFFIX",
     "SPLIT",
     "SPLITS",
     "TEXT_COLUMNS",
@@ -71,12 +83,19 @@ __all__ = [
     "build_folder_manifest",
     "build_mimic_manifest",
     "check_manifest",
+    "dataset_roots",
     "empty_labels",
+    "enforced_roots",
     "manifest_problems",
     "outside_root",
+    "outside_roots",
+    "read_dataset_roots",
     "read_manifest",
+    "read_manifest_within_roots",
     "require_inside_root",
+    "require_inside_roots",
     "resolve_paths",
+    "roots_file",
     "split_counts",
     "typed_manifest",
     "write_manifest",

@@ -7,7 +7,7 @@ reports are loaded with :class:`radmi.transforms.text.LoadReport`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
 
@@ -18,8 +18,10 @@ from tqdm.auto import tqdm
 
 from radmi.data.manifest_schema import (
     PATH_COLUMNS,
+    enforced_roots,
     manifest_problems,
-    outside_root,
+    outside_roots,
+    outside_roots_text,
     read_manifest_strings,
     resolve_paths,
 )
@@ -39,11 +41,15 @@ class ManifestCheck:
         n_rows: number of data rows.
         problems: one row per problem: ``row`` (0-based; -1 for the whole file), ``column``, ``path``
             (the file concerned, or empty), ``problem``.
+        roots: the dataset roots enforced (empty with ``allow_outside_root``).
+        roots_origin: where they come from, in words (``--root``, the roots file, the manifest's folder).
     """
 
     path: Path
     n_rows: int
     problems: pd.DataFrame
+    roots: list[Path] = field(default_factory=list)
+    roots_origin: str = ""
 
     @property
     def ok(self) -> bool:
@@ -128,30 +134,36 @@ def check_manifest(
 
     Checks the schema and values (ids, split, labels, duplicate dicom_id), then for each row that the image
     header is readable (DICOM: pydicom without pixels, single-frame greyscale, codec present; PNG/JPG:
-    Pillow) and that the report exists, decodes and is not empty. With ``root``, a path that resolves outside
-    that dataset folder is listed as a problem and never opened, unless ``allow_outside_root``.
+    Pillow) and that the report exists, decodes and is not empty. A path that resolves outside the dataset
+    roots (:func:`radmi.data.manifest_schema.dataset_roots`: ``root`` when given, else the roots its builder
+    recorded beside it, else the manifest's folder) is listed as a problem and never opened, unless
+    ``allow_outside_root``.
+
+    Raises:
+        ManifestError: the manifest is missing or not a CSV, or its dataset-roots file is broken (named).
     """
     path = Path(path)
     frame = read_manifest_strings(path)
+    roots, origin = ([], "") if allow_outside_root else enforced_roots(path, root)
     problems = manifest_problems(frame).assign(path="")
     found = [problems]
     if not (problems["row"] == -1).any():
         base = path.resolve().parent
         resolved = {c: resolve_paths(frame[c], base) for c in PATH_COLUMNS}
         columns = {c: paths.tolist() for c, paths in resolved.items()}
-        dataset_root = Path(root).resolve() if root is not None else None
         outside = {
-            c: (outside_root(paths, dataset_root) & (frame[c].str.strip() != "")).tolist()
-            if dataset_root is not None and not allow_outside_root
+            c: (outside_roots(paths, roots) & (frame[c].str.strip() != "")).tolist()
+            if roots
             else [False] * len(frame)
             for c, paths in resolved.items()
         }
+        outside_reason = f"{outside_roots_text(roots, origin)}: give --root DIR, or --allow-outside-root"
         rows = []
         for row in tqdm(range(len(frame)), desc="checking rows", unit=" rows", disable=not progress):
             for column, check in (("image_path", _check_image), ("report_path", _check_report)):
                 file = columns[column][row]
                 if outside[column][row]:
-                    reason = f"outside the dataset root {dataset_root} (--root DIR, or --allow-outside-root)"
+                    reason = outside_reason
                 else:
                     reason = _safe_check(check, file) if frame[column].iat[row].strip() else None
                 if reason is not None:
@@ -164,4 +176,4 @@ def check_manifest(
         .loc[:, ["row", "column", "path", "problem"]]
         .sort_values(["row", "column"], kind="stable", ignore_index=True)
     )
-    return ManifestCheck(path=path, n_rows=len(frame), problems=table)
+    return ManifestCheck(path=path, n_rows=len(frame), problems=table, roots=roots, roots_origin=origin)

@@ -7,7 +7,9 @@ it, and pretraining refuses it (:func:`radmi.data.source.require_reports`).
 What is read: ``train.csv``, ``valid.csv`` and, where present, ``test.csv`` at the dataset root, columns ``Path``
 (e.g. ``CheXpert-v1.0-small/train/patient00001/study1/view1_frontal.jpg``), ``Frontal/Lateral``, ``AP/PA`` and
 the 14 labels (``Sex`` and ``Age`` are not kept). Everything is vectorized pandas; no image is opened, only one
-``stat`` per row checks that the file exists.
+``stat`` per row checks that the file exists and is a regular file (or a link to one): a missing file, a dangling
+link, a link loop or a special file (FIFO, socket, device) is a bad row with that reason
+(:func:`radmi.transforms.file_checks.file_problem`; a FIFO is never opened).
 
 Ids, from the path: ``subject_id`` = the patient number (``00001``), ``study_id`` = patient * 1000 + study
 (``00001001``: CheXpert numbers studies per patient, so the study folder alone is not unique),
@@ -20,7 +22,6 @@ whose hash falls below ``val_fraction``, which go to ``validate`` (all their ima
 from __future__ import annotations
 
 import logging
-import os
 from os import PathLike
 from pathlib import Path
 
@@ -28,9 +29,10 @@ import numpy as np
 import pandas as pd
 
 from radmi.data.labels import CHEXPERT_LABELS, invalid_label_values
-from radmi.data.manifest_schema import EDEMA_COLUMN, MANIFEST_COLUMNS, read_source_csv
+from radmi.data.manifest_schema import DATASET_ROOTS_ATTR, EDEMA_COLUMN, MANIFEST_COLUMNS, read_source_csv
 from radmi.data.splits import hash_fraction
 from radmi.errors import ManifestError
+from radmi.transforms.file_checks import file_problem
 
 __all__ = [
     "CHEXPERT_CSVS",
@@ -106,8 +108,9 @@ def _view(frame: pd.DataFrame) -> pd.Series:
 def _read_csv(root: Path, name: str, bad_rows: _BadRows, check_images: bool) -> pd.DataFrame:
     """The records of one official CSV: ids, image path, view, frontal flag, labels; bad rows raised or dropped.
 
-    Bad rows, each with its reason: an unknown label value, a path not in CheXpert's layout, a missing image
-    file (``check_images``), a study number >= 1000, a path listed twice.
+    Bad rows, each with its reason: an unknown label value, a path not in CheXpert's layout, an image file
+    that is missing, a dangling link, a link loop or a special file (``check_images``), a study number >= 1000,
+    a path listed twice.
     """
     csv = root / name
     frame = read_source_csv(csv, ["Path", *_VIEW_COLUMNS, *CHEXPERT_LABELS], check_ids=False)
@@ -128,15 +131,15 @@ def _read_csv(root: Path, name: str, bad_rows: _BadRows, check_images: bool) -> 
     duplicated = ~bad & dicom_id.duplicated(keep="first")
     reasons[duplicated] = "image path '" + paths[duplicated] + "' is listed twice"
     bad |= duplicated
-    if check_images:  # one stat per good row; no image is opened
+    if check_images:  # one stat per good row (lstat/readlink only for the bad ones); no image is opened
         candidates = np.flatnonzero(~bad.to_numpy())
-        found = np.fromiter(
-            (os.path.isfile(p) for p in image_paths.to_numpy()[candidates]), bool, len(candidates)
-        )
-        missing = pd.Series(False, index=frame.index)
-        missing.iloc[candidates[~found]] = True
-        reasons[missing] = "image file not found: " + image_paths[missing]
-        bad |= missing
+        checked = image_paths.to_numpy()[candidates]
+        problems = pd.Series([file_problem(p, missing="image file not found") for p in checked], dtype=object)
+        found = problems.isna().to_numpy()
+        unusable = pd.Series(False, index=frame.index)
+        unusable.iloc[candidates[~found]] = True
+        reasons[unusable] = (problems[~found] + ": " + checked[~found]).to_numpy()
+        bad |= unusable
     records = pd.DataFrame(
         {
             "patient": parts["patient"],
@@ -163,13 +166,18 @@ def build_chexpert_manifest(
 ) -> pd.DataFrame:
     """Manifest of a CheXpert-v1.0(-small) folder, with absolute image paths and no reports.
 
+    The returned table's ``attrs["dataset_roots"]`` is ``[root]``: ``write_manifest`` writes it beside the
+    manifest (``M.roots.json``) and ``radmi prepare`` refuses a row outside it.
+
     Args:
         root: the dataset folder holding ``train.csv``, ``valid.csv`` (``test.csv`` optional) and ``train/``,
             ``valid/``. The CSVs' paths start with the dataset's folder name, which is ignored (the folder may
             be renamed or moved).
         frontal_only: keep the images CheXpert marks ``Frontal`` (AP, PA or unknown projection).
         val_fraction: fraction of the training patients moved to ``validate`` (0 keeps them all in ``train``).
-        check_images: check that every image file exists (one ``stat`` per row; no image is opened).
+        check_images: check that every image file exists and is a regular file or a link to one (one
+            ``stat`` per row; no image is opened): a dangling link, a link loop or a FIFO, socket or device is a
+            bad row with that reason.
         on_error: ``raise`` on the first bad row (unknown label value, unparsable path, missing image,
             duplicate path); ``skip`` logs each one (file, row, reason) and drops it.
         skipped: a list to which each skipped row is appended as ``{"file", "row", "reason"}`` (``row`` =
@@ -213,4 +221,6 @@ def build_chexpert_manifest(
     records[EDEMA_COLUMN] = np.nan
     if skipped:
         logger.info("CheXpert manifest: %d images kept, %d rows skipped", len(records), len(skipped))
-    return records.loc[:, list(MANIFEST_COLUMNS)].reset_index(drop=True)
+    manifest = records.loc[:, list(MANIFEST_COLUMNS)].reset_index(drop=True)
+    manifest.attrs[DATASET_ROOTS_ATTR] = [str(root)]  # write_manifest writes it beside the manifest
+    return manifest

@@ -22,7 +22,13 @@ from tqdm.auto import tqdm
 from radmi.data.labeler import label_reports as run_labeler
 from radmi.data.labeler import read_csv_strings
 from radmi.data.labels import CHEXPERT_LABELS, invalid_label_values
-from radmi.data.manifest_schema import MANIFEST_COLUMNS, SPLITS, empty_labels, write_manifest
+from radmi.data.manifest_schema import (
+    DATASET_ROOTS_ATTR,
+    MANIFEST_COLUMNS,
+    SPLITS,
+    empty_labels,
+    write_manifest,
+)
 from radmi.data.splits import assign_splits, subject_ids
 from radmi.errors import DicomError, ManifestError, ReportError
 from radmi.transforms.dicom_decode import read_dicom_header
@@ -97,7 +103,9 @@ def _read_reports(path: Path, id_column: str, report_column: str) -> tuple[pd.Se
     keys = frame[id_column].str.strip()
     duplicated = keys.duplicated() & (keys != "")
     if duplicated.any():
-        raise ManifestError(f"duplicate {id_column}", path=path, row=int(np.flatnonzero(duplicated.to_numpy())[0]))
+        raise ManifestError(
+            f"duplicate {id_column}", path=path, row=int(np.flatnonzero(duplicated.to_numpy())[0])
+        )
     index = pd.Index(keys, name="key")
     return (
         pd.Series(frame[report_column].to_numpy(), index=index),
@@ -115,7 +123,9 @@ def _drop_duplicate_images(frame: pd.DataFrame) -> pd.DataFrame:
     """Keep the first file of each SOPInstanceUID: exports often hold one image twice (copies, re-sends)."""
     duplicated = frame["dicom_id"].duplicated()
     if duplicated.any():
-        logger.warning("folder manifest: %d duplicate image(s) (same SOPInstanceUID) kept once", int(duplicated.sum()))
+        logger.warning(
+            "folder manifest: %d duplicate image(s) (same SOPInstanceUID) kept once", int(duplicated.sum())
+        )
     return frame[~duplicated].reset_index(drop=True)
 
 
@@ -133,7 +143,12 @@ def _study_labels(
         table = read_label_table(labels_csv, id_column)
         unlabeled = int((~keys.isin(table.index)).sum())
         if unlabeled:
-            logger.warning("labels: %d of %d studies have no row in %s (left blank)", unlabeled, len(keys), labels_csv.name)
+            logger.warning(
+                "labels: %d of %d studies have no row in %s (left blank)",
+                unlabeled,
+                len(keys),
+                labels_csv.name,
+            )
         return table.reindex(keys.to_numpy())
     if label_reports:
         texts = reports.loc[keys.to_numpy()]
@@ -168,7 +183,8 @@ def build_folder_manifest(
     manifest keeps the one schema; ``<out stem>_studies.csv`` maps radmi's study ids back to ``study_key``.
     Studies are numbered (``5xxxxxxx``) in sorted order of ``study_key``. Subject ids are a keyed hash of the
     PatientID (16 digits, :func:`radmi.data.splits.subject_ids`); no patient identifier is written. A file
-    whose SOPInstanceUID was already seen is a copy and is kept once. The manifest is written to ``out``.
+    whose SOPInstanceUID was already seen is a copy and is kept once. The manifest is written to ``out``, its
+    dataset roots (``images_dir`` and the reports folder) beside it as ``<out stem>.roots.json``.
 
     Args:
         images_dir: the export folder (searched recursively).
@@ -244,7 +260,9 @@ def build_folder_manifest(
     if salt is None:
         logger.warning("no salt given: subject ids (and fraction splits) are random for this run")
         salt = secrets.token_bytes(32)
-    frame["subject_id"] = subject_ids(frame.pop("patient"), salt.encode("utf-8") if isinstance(salt, str) else salt)
+    frame["subject_id"] = subject_ids(
+        frame.pop("patient"), salt.encode("utf-8") if isinstance(salt, str) else salt
+    )
     frame["study_id"] = _sequential_ids(frame["key"], 50_000_000)
 
     report_dir = out.parent / f"{out.stem}_reports"
@@ -255,13 +273,18 @@ def build_folder_manifest(
     studies.rename(columns={"key": study_key}).to_csv(out.parent / f"{out.stem}_studies.csv", index=False)
 
     frame["report_path"] = str(report_dir) + "/s" + frame["study_id"] + ".txt"
-    frame["split"] = split if split_fractions is None else assign_splits(frame["subject_id"], split_fractions, seed)
+    frame["split"] = (
+        split if split_fractions is None else assign_splits(frame["subject_id"], split_fractions, seed)
+    )
     study_labels = _study_labels(
         studies["key"], reports, None if labels_csv is None else Path(labels_csv), id_column, label_reports,
         reports_csv, report_rows,
     )  # fmt: skip
     manifest = frame.assign(**empty_labels(len(frame)))
-    manifest.loc[:, list(CHEXPERT_LABELS)] = study_labels.loc[frame["key"].to_numpy(), list(CHEXPERT_LABELS)].to_numpy()
+    manifest.loc[:, list(CHEXPERT_LABELS)] = study_labels.loc[
+        frame["key"].to_numpy(), list(CHEXPERT_LABELS)
+    ].to_numpy()
     manifest = manifest.loc[:, list(MANIFEST_COLUMNS)]
+    manifest.attrs[DATASET_ROOTS_ATTR] = [str(images_dir), str(report_dir)]
     write_manifest(manifest, out)
     return manifest

@@ -1,7 +1,10 @@
 """The MIMIC-CXR manifest builder: ``build_mimic_manifest`` for a MIMIC-CXR (DICOM) or MIMIC-CXR-JPG tree.
 
 Records come from the official CSVs when present (vectorized pandas merges, seconds for the full 377k images,
-no file is touched except one probe for the image suffix), else from a walk of ``files/pNN/pNNNNNNNN/sNNNNNNNN/``.
+no file is opened except one probe for the image suffix), else from a walk of ``files/pNN/pNNNNNNNN/sNNNNNNNN/``.
+Then one ``lstat`` per image and report path lists dangling links, link loops and special files (FIFO, socket,
+device) as bad inputs with their reason (:func:`radmi.data.manifest_schema.link_or_special_problems`; nothing
+is opened, a FIFO never blocks): an error by default, dropped and listed with ``on_error="skip"``.
 """
 
 from __future__ import annotations
@@ -18,9 +21,12 @@ from tqdm.auto import tqdm
 
 from radmi.data.labels import CHEXPERT_LABELS
 from radmi.data.manifest_schema import (
+    DATASET_ROOTS_ATTR,
     EDEMA_COLUMN,
     FRONTAL_VIEWS,
     MANIFEST_COLUMNS,
+    PATH_COLUMNS,
+    link_or_special_problems,
     read_source_csv,
     require_unique,
 )
@@ -48,6 +54,8 @@ CHEXPERT = "mimic-cxr-2.0.0-chexpert.csv"
 EDEMA_SEVERITY = "mimic-cxr-2.0.0-edema-severity.csv"
 #: Image suffixes of MIMIC-CXR (DICOM, gzipped DICOM) and MIMIC-CXR-JPG, in order of preference.
 MIMIC_IMAGE_SUFFIXES = (".dcm", ".dcm.gz", ".jpg")
+
+_ON_ERROR = ("raise", "skip")
 
 _TREE_IMAGE = re.compile(
     r"(?:^|/)p\d{2}/p(?P<subject_id>\d+)/s(?P<study_id>\d+)/(?P<dicom_id>[^/]+?)(?P<suffix>\.dcm\.gz|\.dcm|\.jpg)$"
@@ -135,19 +143,50 @@ def _read_view(path: str) -> str:
     return str(header.get("ViewPosition", "") or "")
 
 
+def _drop_bad_files(records: pd.DataFrame, on_error: str, skipped: list[dict] | None) -> pd.DataFrame:
+    """``records`` without the rows whose image or report is a dangling link, a link loop or a special file.
+
+    ``raise``: a ManifestError naming the first such file and the reason. ``skip``: each bad file is logged
+    (path and reason) and appended to ``skipped`` as ``{"file", "reason"}``, and every row naming it dropped.
+    Missing files are not this check's business (``radmi manifest check`` lists them).
+    """
+    bad = np.zeros(len(records), dtype=bool)
+    for column in PATH_COLUMNS:
+        paths = records[column]
+        unique = pd.unique(paths)  # a report is shared by the images of its study: one lstat each
+        reasons = dict(zip(unique, link_or_special_problems(unique), strict=True))
+        for path, reason in reasons.items():
+            if not reason:
+                continue
+            if on_error == "raise":
+                raise ManifestError(reason, path=path)
+            logger.warning("skipped %s: %s", path, reason)
+            if skipped is not None:
+                skipped.append({"file": str(path), "reason": reason})
+        bad |= paths.map(reasons).astype(bool).to_numpy()
+    if bad.any():
+        logger.info("MIMIC-CXR manifest: %d image(s) dropped for a bad image or report file", int(bad.sum()))
+    return records[~bad].reset_index(drop=True)
+
+
 def build_mimic_manifest(
     root: str | PathLike,
     frontal_only: bool = False,
     image_ext: str = "auto",
     reports_root: str | PathLike | None = None,
     progress: bool = True,
+    on_error: str = "raise",
+    skipped: list[dict] | None = None,
+    check_files: bool = True,
 ) -> pd.DataFrame:
     """Manifest of a MIMIC-CXR (DICOM) or MIMIC-CXR-JPG tree, with absolute paths.
 
     Records come from ``cxr-record-list.csv.gz``, else ``mimic-cxr-2.0.0-metadata.csv.gz``, else a walk of
     ``files/``. Views come from the metadata CSV, splits from the split CSV, labels from the CheXpert CSV and
     edema severity from ``mimic-cxr-2.0.0-edema-severity.csv.gz``, each when present (else empty/blank).
-    Every step is a vectorized pandas merge.
+    Every step is a vectorized pandas merge. The returned table's ``attrs["dataset_roots"]`` holds ``root``
+    and ``reports_root``: :func:`~radmi.data.manifest_schema.write_manifest` writes them beside the manifest
+    (``M.roots.json``) and ``radmi prepare`` refuses a row outside them.
 
     Args:
         root: the dataset folder (holding ``files/`` and the CSVs).
@@ -157,11 +196,20 @@ def build_mimic_manifest(
         reports_root: folder holding the report tree ``files/pNN/pNNNNNNNN/sNNNNNNNN.txt`` (default ``root``;
             MIMIC-CXR-JPG users point it at their MIMIC-CXR folder).
         progress: show progress bars (tree walk, DICOM header reading).
+        on_error: what to do with an image or report that is a dangling link, a link loop or a special file
+            (FIFO, socket, device, folder): ``raise`` a ManifestError naming it; ``skip`` logs it, appends
+            ``{"file", "reason"}`` to ``skipped`` and drops the rows naming it.
+        skipped: the list the skipped files are appended to (exact counts).
+        check_files: one ``lstat`` per image and report path for that check (nothing is opened); False
+            touches no file (missing or special files then show in ``radmi manifest check``).
 
     Raises:
         ManifestError: the root is missing, a CSV lacks columns or has duplicate keys, no image is found,
-            or ``frontal_only`` needs views that are nowhere to be found.
+            ``frontal_only`` needs views that are nowhere to be found, or (``on_error="raise"``) an image or
+            report is a link that goes nowhere or a special file.
     """
+    if on_error not in _ON_ERROR:
+        raise ValueError(f"on_error must be one of {_ON_ERROR}, got {on_error!r}")
     root = Path(root).resolve()
     if not root.is_dir():
         raise ManifestError("dataset root is not a folder", path=root)
@@ -179,6 +227,8 @@ def build_mimic_manifest(
     records = records.drop(columns="stem")
     records["image_path"] = image_paths.to_numpy()
     records["report_path"] = str(reports_root) + "/" + _study_folder(*_id_strings(records)) + ".txt"
+    if check_files:
+        records = _drop_bad_files(records, on_error, skipped)
 
     metadata = _find_csv(root, METADATA)
     if metadata is not None:
@@ -215,7 +265,9 @@ def build_mimic_manifest(
     if frontal_only:
         records = records[records["view"].isin(FRONTAL_VIEWS)]
     records["subject_id"], records["study_id"] = _id_strings(records)
-    return records.loc[:, list(MANIFEST_COLUMNS)].reset_index(drop=True)
+    manifest = records.loc[:, list(MANIFEST_COLUMNS)].reset_index(drop=True)
+    manifest.attrs[DATASET_ROOTS_ATTR] = list(dict.fromkeys((str(root), str(reports_root))))
+    return manifest
 
 
 def _merge_study_table(records: pd.DataFrame, root: Path, name: str, columns: list[str]) -> pd.DataFrame:

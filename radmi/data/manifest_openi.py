@@ -27,8 +27,13 @@ drawn per report from a hash of n (:func:`radmi.data.splits.hash_fraction`). Vie
 figure caption when it names exactly one of PA, AP or lateral, else they are unknown (empty).
 
 Reports without FINDINGS and IMPRESSION text, and reports that list no image, are always skipped and counted.
-A malformed XML file, a missing image file or a duplicate report number or image id is an error by default,
-and is skipped, logged and counted with ``on_error="skip"``. Report text is never logged.
+A malformed XML file, a missing image file, an XML or image file that is a dangling link, a link loop or a
+special file (FIFO, socket, device: found from the folder listing and ``stat``, never opened), or a duplicate
+report number or image id is an error by default, and is skipped, logged and counted with ``on_error="skip"``.
+Report text is never logged.
+
+The manifest's dataset roots (``M.roots.json`` beside it, see :func:`radmi.data.manifest_schema.write_manifest`)
+are the images folder and the written reports folder ``<out stem>_reports``.
 """
 
 from __future__ import annotations
@@ -45,9 +50,10 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from radmi.data.manifest_schema import MANIFEST_COLUMNS, empty_labels, write_manifest
+from radmi.data.manifest_schema import DATASET_ROOTS_ATTR, MANIFEST_COLUMNS, empty_labels, write_manifest
 from radmi.data.splits import hash_fraction
 from radmi.errors import ManifestError
+from radmi.transforms.file_checks import file_problem, open_regular_file
 
 __all__ = [
     "OPENI_SECTIONS",
@@ -109,12 +115,17 @@ def read_openi_report(path: str | PathLike) -> OpeniReport:
     """Parse one Open-i report XML file.
 
     Raises:
-        ManifestError: naming the file: not well-formed XML, or no report number (no ``IUXRId`` and no digits
-            in the file name).
+        ManifestError: naming the file: not a regular file (a dangling link, a link loop, a FIFO, socket or
+            device: never opened), not well-formed XML, or no report number (no ``IUXRId`` and no digits in the
+            file name).
     """
     path = Path(path)
+    problem = file_problem(path, missing="XML file not found")  # from stat alone: a FIFO is never opened
+    if problem is not None:
+        raise ManifestError(problem, path=path)
     try:
-        root = ET.parse(path).getroot()
+        with open_regular_file(path, ManifestError, missing="XML file not found") as file:
+            root = ET.parse(file).getroot()
     except ET.ParseError as err:
         raise ManifestError(f"malformed XML ({err})", path=path) from err
     except OSError as err:
@@ -152,6 +163,14 @@ def view_from_caption(caption: str) -> str:
     """``PA``, ``AP`` or ``LATERAL`` when the caption names exactly one of them, else '' (unknown)."""
     named = [view for view, pattern in _CAPTION_VIEWS.items() if pattern.search(caption)]
     return named[0] if len(named) == 1 else ""
+
+
+def _image_problem(entry: os.DirEntry) -> str | None:
+    """Why a listed image is not a regular file (a link going nowhere, a FIFO, ...): from the listing's file
+    type, ``stat`` only for links and special files; never opened."""
+    if entry.is_file(follow_symlinks=False):
+        return None
+    return file_problem(entry.path)
 
 
 def _report_files(reports_dir: Path) -> list[Path]:
@@ -204,7 +223,8 @@ def build_openi_manifest(
     Args:
         reports_dir: the folder of report XML files (``ecgen-radiology/``).
         images_dir: the folder of images (``NLMCXR_png/``), one ``<parentImage id><image_ext>`` each. Listed
-            once; no image is opened.
+            once; no image is opened (an image that is a dangling link, a link loop or a special file is a
+            bad image with that reason, like a missing one).
         out: the manifest CSV to write.
         image_ext: the image file suffix.
         val_fraction, test_fraction: fractions of the reports drawn into ``validate`` and ``test`` (by a hash
@@ -215,7 +235,8 @@ def build_openi_manifest(
         progress: show a progress bar while parsing.
 
     Returns:
-        the manifest (absolute paths), as written to ``out``.
+        the manifest (absolute paths), as written to ``out``; its ``attrs["dataset_roots"]`` (the images folder
+        and the reports folder written) are written beside it as ``<out stem>.roots.json``.
 
     Raises:
         ManifestError: a folder is missing, no usable report is found, or bad data in ``raise`` mode.
@@ -233,7 +254,8 @@ def build_openi_manifest(
         if not folder.is_dir():
             raise ManifestError(f"{what} not found", path=folder)
     skips = _Skips(on_error, skipped)
-    image_names = {entry.name for entry in os.scandir(images_dir)}  # one listing instead of 7,470 stats
+    with os.scandir(images_dir) as listing:  # one listing instead of 7,470 stats
+        images = {entry.name: entry for entry in listing}
     files = _report_files(reports_dir)
     if not files:
         raise ManifestError("no *.xml report files", path=reports_dir)
@@ -266,10 +288,12 @@ def build_openi_manifest(
             name = image_id + image_ext
             if image_id in seen_images:
                 skips.error(ManifestError(f"image id {image_id} is listed by another report", path=file))
-            elif name not in image_names:
+            elif name not in images:
                 skips.error(
                     ManifestError(f"image file not found (listed by {file.name})", path=images_dir / name)
                 )
+            elif (problem := _image_problem(images[name])) is not None:
+                skips.error(ManifestError(f"{problem} (listed by {file.name})", path=images_dir / name))
             else:
                 kept.append((image_id, caption))
         if not kept:
@@ -317,6 +341,7 @@ def build_openi_manifest(
     )
 
     manifest = frame.assign(**empty_labels(len(frame))).loc[:, [*MANIFEST_COLUMNS, "mesh_major"]]
+    manifest.attrs[DATASET_ROOTS_ATTR] = [str(images_dir), str(report_dir)]
     write_manifest(manifest, out)
     logger.info(
         "Open-i manifest: %d images of %d reports kept; %d items skipped",

@@ -105,15 +105,19 @@ def _folder_manifest(path: Path) -> Path | None:
 
 
 def _read_manifest(path: Path) -> pd.DataFrame:
-    from radmi.data.manifest import read_manifest
+    from radmi.data.manifest_schema import read_manifest_within_roots
 
-    return read_manifest(path)
+    return read_manifest_within_roots(path)
 
 
 def _build_mimic(path: Path) -> pd.DataFrame:
     from radmi.data.manifest import build_mimic_manifest
+    from radmi.data.manifest_schema import require_inside_roots
 
-    return build_mimic_manifest(path)
+    table = build_mimic_manifest(path)  # a record list naming ../../x would leave the tree
+    roots = [Path(root) for root in table.attrs.get("dataset_roots", [path])]
+    require_inside_roots(table, roots, path=path, origin="the MIMIC-CXR layout's images and reports")
+    return table
 
 
 register_layout(Layout("cache", _is_cache, description="a prepared cache folder (has cache.json)"))
@@ -212,8 +216,8 @@ class DataSource:
             manifest = self.manifest_file(output_dir)
             logger.info("preparing the cache of %s (%s) in %s", self.path, self.layout.name, cache_dir)
             options = {} if tokenizer is None else {"tokenizer": tokenizer}  # None: prepare_cache's default
-            # every row must lie inside the data given (--data): its folder, or the manifest file's folder
-            root = self.path if self.path.is_dir() else None
+            # a MIMIC-CXR folder: every row inside it; a manifest (or a folder's own manifest.csv): its roots file
+            root = self.path if self.layout.manifest_file is None else None
             summary = prepare_cache(
                 manifest, cache_dir, size=image_size, max_length=max_length, workers=workers, root=root, **options
             )

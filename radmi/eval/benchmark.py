@@ -72,7 +72,17 @@ INITS: dict[str, dict[str, Any] | None] = {
         "sentence_context": "report",
         "mask_identical_text": False,
     },
+    # one change at a time against "local MI (max)" (issue 13's ablations): each sentence still encoded alone but
+    # identical texts not masked; masked but sentences pooled from the whole-report pass; and a 4 x 4 region
+    # map (local stride 32 instead of 16 at the standard preset's 112 px crop)
+    "local MI (isolated; no text mask)": {"objective": "local", "aggregate": "max", "mask_identical_text": False},
+    "local MI (report context; text mask)": {"objective": "local", "aggregate": "max", "sentence_context": "report"},
+    "local MI (4 x 4 regions)": {"objective": "local", "aggregate": "max", "local_stride": 32},
+    # the same recipe trained twice as long (the standard preset's 3 epochs are 147 iterations)
+    "local MI (max; 6 epochs)": {"objective": "local", "aggregate": "max", "epochs": 6, "val_every": 6},
 }
+#: the rows a preset runs when ``--inits`` is not given; the ablation rows run only when named
+DEFAULT_INITS = ("random", "global MI", "local MI (max)", "local MI (mean)", "local MI (paper)", "TVDIM")
 #: rows scored for grounding: region x sentence maps, and global MI's region x report map
 GROUNDED = (
     "global MI",
@@ -81,6 +91,10 @@ GROUNDED = (
     "local MI (paper)",
     "TVDIM",
     "local MI (report context; no text mask)",
+    "local MI (isolated; no text mask)",
+    "local MI (report context; text mask)",
+    "local MI (4 x 4 regions)",
+    "local MI (max; 6 epochs)",
 )
 #: findings whose boxes are small (the issue's "above the centre map" target)
 SMALL_FINDINGS = ("Lung Lesion", "Consolidation", "Atelectasis", "Lung Opacity")
@@ -115,6 +129,8 @@ class Preset:
     finetune_fractions: tuple[float, ...] | None = None
     #: at most this many seeds for the fine-tuning rows (None: as many as the other rows)
     finetune_seeds: int | None = None
+    #: the table rows run when none are named (``--inits``)
+    inits: tuple[str, ...] = DEFAULT_INITS
 
     def mode_fractions(self, mode: str) -> tuple[float, ...]:
         """The label fractions run for ``mode``."""
@@ -133,6 +149,9 @@ class Preset:
 #: demo-scale local-MI run of docs/training.md reached recall@5 = 4.2 x chance after 2 epochs, not after 1;
 #: a third fits the hour once each text pass runs only when the objective reads it (docs/results.md)
 STANDARD_PRETRAIN_EPOCHS = 3
+#: the ``standard`` preset's default rows: the seed paper's comparison, within the hour on 2 idle cores (each
+#: pretrained row costs 11-13 minutes there); add others into the same ``--out`` with ``--inits``
+STANDARD_INITS = ("random", "global MI", "local MI (max)")
 
 PRESETS = {
     # a first result in <= 20 minutes on 2 CPU cores (measured 19.6 min on a shared machine: docs/results.md)
@@ -146,7 +165,7 @@ PRESETS = {
     # 3 seeds; fine-tuning only at 10% of the labels, 1 seed, 5 epochs (CPU time: fine-tuning costs ~40x a probe)
     "standard": Preset(studies=2000, image_size=128, crop_size=112, pretrain_epochs=STANDARD_PRETRAIN_EPOCHS,
                        finetune_epochs=5, seeds=3, n_bootstrap=1000, grounding_images=None,
-                       finetune_fractions=(0.1,), finetune_seeds=1,
+                       finetune_fractions=(0.1,), finetune_seeds=1, inits=STANDARD_INITS,
                        pretrain={"local_stride": 16, "val_every": STANDARD_PRETRAIN_EPOCHS}),
     "full": Preset(studies=2000, image_size=128, crop_size=112, pretrain_epochs=15, finetune_epochs=20, seeds=3,
                    n_bootstrap=1000),
@@ -333,10 +352,10 @@ def pretrain_validation(run_dir: Path) -> dict[str, float]:
     return out
 
 
-def select_inits(names: str | list[str] | None) -> list[str]:
-    """The table rows to run: a comma list (or list) of row names or their slugs; None = every row."""
+def select_inits(names: str | list[str] | None, default: tuple[str, ...] = DEFAULT_INITS) -> list[str]:
+    """The table rows to run: a comma list (or list) of row names or their slugs; None = ``default``."""
     if names is None:
-        return list(INITS)
+        return list(default)
     items = [n.strip() for n in names.split(",")] if isinstance(names, str) else [n.strip() for n in names]
     by_slug = {_slug(name): name for name in INITS}
     chosen = []
@@ -599,7 +618,8 @@ def run_benchmark(
         preset: a name in :data:`PRESETS`.
         seeds: classification seeds (default: the preset's).
         argv: the command line, for ``results.md``.
-        inits: the table rows to run (:func:`select_inits`: comma list of names or slugs); None = all.
+        inits: the table rows to run (:func:`select_inits`: comma list of names or slugs); None = the
+            preset's ``inits``.
     """
     from radmi.eval.explain import PretrainedRun
     from radmi.eval.grounding import (
@@ -614,7 +634,7 @@ def run_benchmark(
     if preset_name not in PRESETS:
         raise ValueError(f"unknown preset {preset_name!r}; choose from {', '.join(PRESETS)}")
     preset = PRESETS[preset_name]
-    selected = select_inits(inits)
+    selected = select_inits(inits, default=preset.inits)
     n_seeds = preset.seeds if seeds is None else seeds
     out.mkdir(parents=True, exist_ok=True)
     cache = prepare_data(data, out, preset)

@@ -87,7 +87,8 @@ class LoadXRayDicom(Transform):
         voi: see :func:`read_xray_dicom`.
         max_pixels: largest Rows x Columns decoded (default 80 Mpx), checked from the header first; ``None``: any.
         allowed_modalities: accepted Modality values (default CR, DX, DR, PX); ``None``: any.
-        max_gzip_bytes: cap on the decompressed size of a ``.dcm.gz`` (default from ``max_pixels``).
+        max_gzip_bytes: cap on the decompressed size of a ``.dcm.gz`` and of the dataset of a Deflated
+            transfer syntax file (default from ``max_pixels``).
 
     Raises:
         DicomError, MissingCodecError: see :func:`read_xray_dicom`; the message names the file.

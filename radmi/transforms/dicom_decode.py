@@ -15,18 +15,21 @@ import struct
 import zlib
 from collections.abc import Sequence
 from os import PathLike
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
 import numpy as np
 import pydicom
 from pydicom import uid
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.filereader import _read_file_meta_info, read_preamble
 from pydicom.pixels import apply_modality_lut, apply_voi, apply_voi_lut, apply_windowing
 from pydicom.pixels.decoders.base import get_decoder
+from pydicom.pixels.decoders.rle import _rle_parse_header
+from pydicom.pixels.utils import _get_jpg_parameters, get_j2k_parameters
 
 from radmi.errors import DicomError, MissingCodecError, RadmiError
-from radmi.transforms.file_checks import open_regular_file, read_gzip_limited
+from radmi.transforms.file_checks import check_inflated_size, open_regular_file, read_gzip_limited
 
 logger = logging.getLogger(__name__)
 
@@ -87,14 +90,33 @@ _GZIP_MAGIC = b"\x1f\x8b"
 _MONOCHROME = ("MONOCHROME1", "MONOCHROME2")
 # pixel dtypes up to 16 bits go through a value table; wider ones are mapped pixel by pixel
 _TABLE_MAX_BYTES = 2
+# compressed transfer syntaxes whose first-frame codestream header is checked against the DICOM header
+_JPEG_SYNTAXES = frozenset(uid.JPEGTransferSyntaxes) | frozenset(uid.JPEGLSTransferSyntaxes)
+_J2K_SYNTAXES = frozenset(uid.JPEG2000TransferSyntaxes)
+_CODESTREAM_SYNTAXES = _JPEG_SYNTAXES | _J2K_SYNTAXES | {uid.RLELossless}
+# bytes of the first frame read to find its codestream header: 64 KiB, then 1 MiB if the header lies further
+# (JPEG APPn segments such as an ICC profile come before the SOF marker)
+_HEAD_CAPS = (64 * 2**10, 2**20)
+_JP2_SIGNATURE = b"\x00\x00\x00\x0cjP  \r\n\x87\n"
 
 
 # --------------------------------------------------------------------------------------------- reading
 def _gzip_limit(max_pixels: int | None, max_gzip_bytes: int | None) -> int:
-    """Decompressed-size cap for a ``.dcm.gz``: given, else 4 bytes per allowed pixel + 64 MiB of header."""
+    """Decompressed-size cap for a ``.dcm.gz`` and for a Deflated dataset: given, else 4 bytes per allowed pixel
+    + 64 MiB of header (387,108,864 bytes for the default 80 Mpx)."""
     if max_gzip_bytes is not None:
         return int(max_gzip_bytes)
     return 4 * int(max_pixels or DEFAULT_MAX_PIXELS) + 64 * 2**20
+
+
+class _FrameHead(NamedTuple):
+    """The first bytes of the first frame of encapsulated pixel data (its codestream header is in there)."""
+
+    data: bytes
+    #: declared length of the frame's first fragment
+    fragment_length: int
+    #: why the encapsulation itself cannot be read (then ``data`` is empty)
+    problem: str | None = None
 
 
 def _read_dataset(
@@ -103,14 +125,17 @@ def _read_dataset(
     header_only: bool = False,
     tags: Sequence[str] | None = None,
     max_gzip_bytes: int | None = None,
-) -> Dataset:
+) -> tuple[Dataset, _FrameHead | None]:
     """Read one DICOM file (plain or gzip-compressed) with pydicom, turning failures into ``DicomError``.
 
-    ``header_only`` defers the pixel bytes: pydicom seeks past them (the element still shows as present).
-    ``tags`` reads only those header elements and stops before the pixels (a gzip file is decompressed only
-    up to there). A FIFO or other special file is refused without blocking; a gzip stream is decompressed in
-    chunks and refused beyond ``max_gzip_bytes`` (default :func:`_gzip_limit`).
+    ``header_only`` defers the pixel bytes: pydicom seeks past them (the element still shows as present); for
+    a compressed transfer syntax, only the head of the first frame is read (returned with the dataset, else
+    ``None``). ``tags`` reads only those header elements and stops before the pixels (a gzip file is
+    decompressed only up to there). A FIFO or other special file is refused without blocking; a gzip stream,
+    and the dataset of a Deflated transfer syntax file, are inflated in chunks and refused beyond
+    ``max_gzip_bytes`` (default :func:`_gzip_limit`).
     """
+    limit = _gzip_limit(None, max_gzip_bytes)
     with open_regular_file(path, DicomError, missing="cannot read the file: no such file") as file:
         try:
             magic = file.read(2)
@@ -118,31 +143,65 @@ def _read_dataset(
         except OSError as err:
             raise DicomError(f"cannot read the file: {err.strerror or err}", path=path) from err
         if magic != _GZIP_MAGIC:
-            return _parse(file, path, header_only, tags)
+            return _parse(file, path, header_only, limit, tags)
         if tags is not None:
             try:
                 with gzip.GzipFile(fileobj=file) as stream:
-                    return _parse(stream, path, header_only, tags)
+                    return _parse(stream, path, header_only, limit, tags)
             except (EOFError, OSError, zlib.error) as err:
                 raise DicomError(f"truncated or corrupt gzip file: {err}", path=path) from err
         # MIMIC-CXR distributions ship .dcm.gz
-        data = read_gzip_limited(file, path, _gzip_limit(None, max_gzip_bytes), DicomError)
-    return _parse(io.BytesIO(data), path, header_only)
+        data = read_gzip_limited(file, path, limit, DicomError)
+    return _parse(io.BytesIO(data), path, header_only, limit)
 
 
 def _parse(
-    source: BinaryIO, path: str | PathLike, header_only: bool, tags: Sequence[str] | None = None
-) -> Dataset:
+    source: BinaryIO,
+    path: str | PathLike,
+    header_only: bool,
+    max_inflated_bytes: int,
+    tags: Sequence[str] | None = None,
+) -> tuple[Dataset, _FrameHead | None]:
+    _check_deflated_size(source, path, max_inflated_bytes)
     try:
         if tags is not None:
-            return pydicom.dcmread(source, stop_before_pixels=True, specific_tags=list(tags))
-        return pydicom.dcmread(source, defer_size=1024 if header_only else None)
+            return pydicom.dcmread(source, stop_before_pixels=True, specific_tags=list(tags)), None
+        ds = pydicom.dcmread(source, defer_size=1024 if header_only else None)
     except InvalidDicomError as err:
         raise DicomError(
             "not a DICOM file (no 'DICM' marker after the 128-byte preamble)", path=path
         ) from err
     except Exception as err:  # pydicom raises EOFError, struct.error, ValueError, ... on cut-off files
         raise DicomError(f"truncated or corrupt DICOM file: {type(err).__name__}: {err}", path=path) from err
+    return ds, (_deferred_frame_head(ds, source) if header_only else None)
+
+
+def _check_deflated_size(source: BinaryIO, path: str | PathLike, max_bytes: int) -> None:
+    """Refuse a Deflated Explicit VR Little Endian file whose dataset inflates past ``max_bytes``.
+
+    pydicom inflates such a dataset whole, in memory, before anything else (a few-MB file can inflate to
+    gigabytes). Here the file meta is read with pydicom's own reader and, when the transfer syntax is Deflated,
+    the rest is inflated in bounded chunks only to count it (:func:`check_inflated_size`). ``source`` is left
+    where it was. Anything that is not a readable file meta is left to pydicom's read to report.
+    """
+    start = source.tell()
+    try:
+        read_preamble(source, False)
+        syntax = _read_file_meta_info(source).get("TransferSyntaxUID")
+    except Exception:  # not DICOM, cut-off meta, corrupt gzip: pydicom's read that follows says what
+        syntax = None
+    if syntax == uid.DeflatedExplicitVRLittleEndian:
+        try:
+            check_inflated_size(
+                source,
+                path,
+                max_bytes,
+                DicomError,
+                what="the deflated dataset (transfer syntax Deflated Explicit VR Little Endian)",
+            )
+        except (EOFError, OSError, zlib.error) as err:  # the file (or the gzip stream around it) failed
+            raise DicomError(f"truncated or corrupt file: {type(err).__name__}: {err}", path=path) from err
+    source.seek(start)
 
 
 def _int_tag(ds: Dataset, keyword: str, default: int | None = None) -> int:
@@ -195,8 +254,12 @@ def _pixel_data_length(ds: Dataset) -> int | None:
     return int(length)
 
 
+def _transfer_syntax(ds: Dataset) -> str | None:
+    return ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+
+
 def _is_native(ds: Dataset) -> bool:
-    transfer_syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    transfer_syntax = _transfer_syntax(ds)
     if transfer_syntax is None:
         return True  # pydicom guesses implicit/explicit little endian for files without meta
     try:
@@ -249,6 +312,261 @@ def _check_limits(ds: Dataset, path: str | PathLike, max_pixels: int | None) -> 
         )
 
 
+# --------------------------------------------------------------------------------------------- codestream headers
+class _CodestreamError(ValueError):
+    """The codestream header of the first frame is cut off or garbled."""
+
+
+class _Codestream(NamedTuple):
+    """What the first frame's codestream header declares (``None``: not in that format's header)."""
+
+    kind: str
+    rows: int | None = None
+    cols: int | None = None
+    components: int | None = None
+    precision: int | None = None
+    #: RLE only: the segment offsets of its 64-byte header
+    segments: list[int] | None = None
+
+
+def _frame_head_bytes(fp: BinaryIO, cap: int) -> tuple[bytes, int, bool]:
+    """Up to ``cap`` bytes of the first frame from encapsulated pixel data positioned at its Basic Offset Table.
+
+    Only single-frame images are decoded, so every fragment belongs to the first frame. Returns the bytes, the
+    declared length of the first fragment, and whether the frame goes on beyond ``cap``.
+    """
+    # past the Basic Offset Table item without reading it (pydicom's parse_basic_offsets reads its declared
+    # length into memory: 4 GiB for a forged one)
+    bot = fp.read(8)
+    if len(bot) < 8:
+        raise ValueError("no Basic Offset Table item: the encapsulated pixel data is cut off")
+    group, element, bot_length = struct.unpack("<HHL", bot)
+    if (group, element) != (0xFFFE, 0xE000):
+        raise ValueError(f"expected the Basic Offset Table item (FFFE,E000), found ({group:04X},{element:04X})")
+    if bot_length % 4:
+        raise ValueError(f"Basic Offset Table length {bot_length} is not a multiple of 4")
+    fp.seek(bot_length, io.SEEK_CUR)
+    head = bytearray()
+    first_length: int | None = None
+    while len(head) < cap:
+        item = fp.read(8)
+        # no sequence delimiter at the end: cut-off data (pydicom reports it when decoding)
+        group, element, length = struct.unpack("<HHL", item) if len(item) == 8 else (0, 0, 0)
+        if len(item) < 8 or (group, element) == (0xFFFE, 0xE0DD):
+            if first_length is None:
+                raise _CodestreamError("the encapsulated pixel data holds no fragment")
+            return bytes(head), first_length, False
+        if (group, element) != (0xFFFE, 0xE000) or length == 0xFFFFFFFF:
+            raise _CodestreamError(
+                f"unexpected item ({group:04X},{element:04X}) of length {length} in the encapsulated pixel data"
+            )
+        first_length = length if first_length is None else first_length
+        want = cap - len(head)
+        chunk = fp.read(min(length, want))
+        head += chunk
+        if len(chunk) < min(length, want):
+            return bytes(head), first_length, False  # cut off inside a fragment
+        if length > want:
+            return bytes(head), first_length, True
+    return bytes(head), first_length or 0, True
+
+
+def _read_frame_head(fp: BinaryIO, syntax: str) -> _FrameHead:
+    """The head of the first frame from encapsulated pixel data at ``fp``'s position: 64 KiB, or up to 1 MiB
+    when the codestream header is not found in the first 64 KiB."""
+    start = fp.tell()
+    head = _FrameHead(b"", 0, "the encapsulated pixel data could not be read")
+    for cap in _HEAD_CAPS:
+        fp.seek(start)
+        try:
+            data, length, cut = _frame_head_bytes(fp, cap)
+        except (ValueError, struct.error, EOFError, OSError) as err:
+            return _FrameHead(b"", 0, f"malformed encapsulated pixel data: {err}")
+        head = _FrameHead(data, length)
+        if not cut:
+            return head
+        try:
+            _codestream_header(syntax, data)
+            return head
+        except _CodestreamError:
+            continue  # the header may lie further in: read more
+    return head
+
+
+def _deferred_frame_head(ds: Dataset, source: BinaryIO) -> _FrameHead | None:
+    """For a header-only read: the first frame's head, read from ``source`` where pydicom deferred PixelData."""
+    syntax = _transfer_syntax(ds)
+    if syntax not in _CODESTREAM_SYNTAXES or "PixelData" not in ds:
+        return None
+    element = ds.get_item("PixelData", keep_deferred=True)
+    if getattr(element, "value", None) is not None or getattr(element, "value_tell", None) is None:
+        return None  # small enough to be read: checked from the value
+    try:
+        source.seek(element.value_tell)
+    except (OSError, ValueError) as err:
+        return _FrameHead(b"", 0, f"cannot read the pixel data: {err}")
+    return _read_frame_head(source, str(syntax))
+
+
+def _jp2_codestream_offset(data: bytes) -> int:
+    """Offset of the J2K codestream inside a JP2 file: the contents of its ``jp2c`` box.
+
+    (pydicom's ``get_j2k_parameters`` walks these boxes too, but does not return the offset and never ends on
+    a box of length 0.)
+    """
+    offset = 0
+    while offset + 8 <= len(data):
+        length, box = struct.unpack_from(">L4s", data, offset)
+        header = 8
+        if length == 1:  # 64-bit length follows
+            if offset + 16 > len(data):
+                break
+            length, header = struct.unpack_from(">Q", data, offset + 8)[0], 16
+        if box == b"jp2c":
+            return offset + header
+        if length < header:  # 0 = "up to the end of the file", allowed only for the jp2c box
+            raise _CodestreamError(f"malformed JP2 box {box!r} of length {length} before the codestream")
+        offset += length
+    raise _CodestreamError("no codestream (jp2c) box in the first bytes of the JP2 file: cut off or garbled")
+
+
+def _j2k_header(data: bytes) -> _Codestream:
+    """Image size and components from the SIZ marker segment (ISO/IEC 15444-1 A.5.1), JP2-wrapped or not."""
+    offset = _jp2_codestream_offset(data) if data.startswith(_JP2_SIGNATURE) else 0
+    if data[offset : offset + 4] != b"\xff\x4f\xff\x51":
+        raise _CodestreamError(
+            f"no JPEG 2000 SOC and SIZ markers at the start of the codestream (it starts "
+            f"{data[offset : offset + 8].hex() or 'empty'}): garbled, or not JPEG 2000"
+        )
+    if len(data) < offset + 43:
+        raise _CodestreamError("the JPEG 2000 SIZ marker segment is cut off")
+    # SOC(2) SIZ(2) Lsiz(2) Rsiz(2) Xsiz Ysiz XOsiz YOsiz (4 each) ... Csiz(2) at 40, Ssiz of component 0 at 42
+    xsiz, ysiz, xosiz, yosiz = struct.unpack_from(">4L", data, offset + 8)
+    (components,) = struct.unpack_from(">H", data, offset + 40)
+    if xosiz >= xsiz or yosiz >= ysiz:
+        raise _CodestreamError(
+            f"the JPEG 2000 SIZ segment declares an empty image (Xsiz {xsiz}, XOsiz {xosiz}, Ysiz {ysiz}, "
+            f"YOsiz {yosiz})"
+        )
+    precision = get_j2k_parameters(data[offset : offset + 43]).get("precision")  # SOC first: no box walk
+    return _Codestream("JPEG 2000", ysiz - yosiz, xsiz - xosiz, components, precision)
+
+
+#: JPEG SOFn markers (SOF0-SOF15 without DHT C4, JPG C8, DAC CC) and JPEG-LS SOF55
+_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC} | {0xF7}
+
+
+def _jpeg_sof_with_fill_bytes(data: bytes) -> dict[str, int]:
+    """The SOF segment's size fields, walking marker segments that may be preceded by fill bytes (ITU-T T.81
+    B.1.1.2: any marker may be preceded by 0xFF); {} when there is none in ``data``."""
+    if data[:2] != b"\xff\xd8":
+        return {}
+    offset = 2
+    while offset + 2 <= len(data):
+        if data[offset] != 0xFF:
+            return {}
+        while offset + 1 < len(data) and data[offset + 1] == 0xFF:  # fill bytes
+            offset += 1
+        if offset + 9 >= len(data):
+            return {}
+        marker = data[offset + 1]
+        if marker in _SOF_MARKERS:
+            precision, height, width, components = struct.unpack_from(">BHHB", data, offset + 4)
+            return {"precision": precision, "height": height, "width": width, "components": components}
+        if marker == 0xDA:  # start of scan before any frame header
+            return {}
+        (length,) = struct.unpack_from(">H", data, offset + 2)
+        offset += 2 + length
+    return {}
+
+
+def _codestream_header(syntax: str, data: bytes) -> _Codestream:
+    """Parse the codestream header at the start of ``data`` (the first frame) for ``syntax``."""
+    if syntax in _JPEG_SYNTAXES:
+        kind = "JPEG-LS" if syntax in uid.JPEGLSTransferSyntaxes else "JPEG"
+        info = _get_jpg_parameters(data)  # pydicom's SOFn/SOF55 parser; {} when it cannot parse
+        if "height" not in info:  # its walk stops at fill bytes (0xFF runs allowed before any marker)
+            info = _jpeg_sof_with_fill_bytes(data)
+        if "height" not in info:
+            raise _CodestreamError(
+                f"no {kind} start-of-frame (SOF) segment found (the codestream starts "
+                f"{data[:8].hex() or 'empty'}): cut off or garbled"
+            )
+        return _Codestream(kind, info["height"], info["width"], info["components"], info["precision"])
+    if syntax in _J2K_SYNTAXES:
+        return _j2k_header(data)
+    try:
+        return _Codestream("RLE", segments=_rle_parse_header(data[:64]))  # pydicom's RLE header parser
+    except (ValueError, struct.error) as err:
+        raise _CodestreamError(f"malformed RLE header: {err}") from err
+
+
+def _check_codestream(
+    ds: Dataset, path: str | PathLike, max_pixels: int | None, head: _FrameHead | None
+) -> None:
+    """The first frame's codestream header must describe the image of the DICOM header, checked before decoding.
+
+    JPEG (SOFn: rows, columns, components), JPEG-LS (SOF55), JPEG 2000 (SIZ, also inside a JP2 file) and RLE
+    (number of segments for SamplesPerPixel x BitsAllocated). A codestream declaring more than ``max_pixels``,
+    another size than Rows x Columns or another number of components than SamplesPerPixel is refused before a
+    codec allocates anything; so is a cut-off or garbled codestream header.
+    """
+    syntax = _transfer_syntax(ds)
+    if syntax not in _CODESTREAM_SYNTAXES or "PixelData" not in ds:
+        return
+    if head is None:
+        value = getattr(ds.get_item("PixelData", keep_deferred=True), "value", None)
+        if not isinstance(value, bytes | bytearray):
+            return  # deferred without a head: not reached (header-only reads read the head)
+        head = _read_frame_head(io.BytesIO(value), str(syntax))
+    if head.problem is not None:
+        raise _HeaderError(f"{head.problem}; not decoded")
+    try:
+        stream = _codestream_header(str(syntax), head.data)
+    except _CodestreamError as err:
+        raise _HeaderError(
+            f"cannot read the codestream header of the first frame: {err}; not decoded"
+        ) from err
+    rows, cols = _int_tag(ds, "Rows"), _int_tag(ds, "Columns")
+    samples = _int_tag(ds, "SamplesPerPixel")
+    if stream.segments is not None:
+        bits_allocated = _int_tag(ds, "BitsAllocated")
+        expected = samples * ((bits_allocated + 7) // 8)
+        if len(stream.segments) != expected:
+            raise _HeaderError(
+                f"the RLE header declares {len(stream.segments)} segments but SamplesPerPixel x BitsAllocated "
+                f"({samples} x {bits_allocated} bits) needs {expected}: the header does not describe the pixel "
+                "data; not decoded"
+            )
+        offsets = stream.segments
+        if offsets[0] < 64 or any(
+            later <= earlier for earlier, later in zip(offsets, offsets[1:], strict=False)
+        ):
+            raise _HeaderError(
+                f"malformed RLE header: segment offsets {offsets} do not ascend from 64; not decoded"
+            )
+        return
+    declared = f"{stream.rows} x {stream.cols}"
+    bits = f", {stream.precision}-bit" if stream.precision else ""
+    if max_pixels is not None and stream.rows * stream.cols > max_pixels:
+        raise DicomError(
+            f"the {stream.kind} codestream declares {declared} = {stream.rows * stream.cols:,} pixels (Rows x "
+            f"Columns is {rows} x {cols}), larger than the limit of {max_pixels:,} pixels (max_pixels); not "
+            "decoded",
+            path=path,
+        )
+    if (stream.rows, stream.cols) != (rows, cols):
+        raise _HeaderError(
+            f"the {stream.kind} codestream declares {declared} pixels ({stream.components} component(s){bits}) "
+            f"but Rows x Columns is {rows} x {cols}: the header does not describe the pixel data; not decoded"
+        )
+    if stream.components != samples:
+        raise _HeaderError(
+            f"the {stream.kind} codestream holds {stream.components} components but SamplesPerPixel is "
+            f"{samples}; not decoded"
+        )
+
+
 def _check_modality(ds: Dataset, path: str | PathLike, allowed: Sequence[str] | None) -> None:
     if allowed is None:
         return
@@ -291,16 +609,23 @@ def _check_luts(ds: Dataset) -> None:
         data = item.LUTData
         available = len(data) // 2 if isinstance(data, bytes | bytearray) else len(data)
         if available < declared:
-            raise _HeaderError(f"{name} holds {available} entries, fewer than the {declared} its descriptor declares")
+            raise _HeaderError(
+                f"{name} holds {available} entries, fewer than the {declared} its descriptor declares"
+            )
 
 
 def _check_xray(
-    ds: Dataset, path: str | PathLike, max_pixels: int | None, allowed_modalities: Sequence[str] | None
+    ds: Dataset,
+    path: str | PathLike,
+    max_pixels: int | None,
+    allowed_modalities: Sequence[str] | None,
+    frame_head: _FrameHead | None = None,
 ) -> None:
-    """Every check that needs no decoding: structure, limits, modality, finite rescale/window."""
+    """Every check that needs no decoding: structure, limits, codestream header, modality, finite rescale/window."""
     try:
         _check_single_frame_greyscale(ds, path)
         _check_limits(ds, path, max_pixels)
+        _check_codestream(ds, path, max_pixels, frame_head)
         _check_modality(ds, path, allowed_modalities)
         _check_finite_values(ds, path)
         _check_luts(ds)
@@ -380,8 +705,9 @@ def read_xray_dicom_header(
 
     Cheap enough for ``radmi manifest check`` over a whole archive: every check of :func:`read_xray_dicom` that
     needs no decoding runs (structure, ``max_pixels``, declared size against the PixelData length for
-    uncompressed files, modality, finite rescale/window, codec). A broken *compressed* codestream is only
-    found by decoding.
+    uncompressed files or against the first frame's codestream header for compressed ones, which reads at most
+    64 KiB of it (1 MiB when its header lies further in), modality, finite rescale/window, codec). A compressed
+    codestream broken beyond its header is only found by decoding.
 
     Returns:
         the meta dict of :class:`LoadXRayDicom` (spacing in mm, original shape, UIDs, ...).
@@ -390,9 +716,9 @@ def read_xray_dicom_header(
         DicomError: naming the file and the reason, for every way the file can be bad.
         MissingCodecError: no installed plug-in decodes the file's transfer syntax.
     """
-    ds = _read_dataset(path, header_only=True, max_gzip_bytes=_gzip_limit(max_pixels, max_gzip_bytes))
+    ds, head = _read_dataset(path, header_only=True, max_gzip_bytes=_gzip_limit(max_pixels, max_gzip_bytes))
     try:
-        _check_xray(ds, path, max_pixels, allowed_modalities)
+        _check_xray(ds, path, max_pixels, allowed_modalities, head)
         _check_codec(ds, path)
         return _xray_meta(ds, path)
     except RadmiError:
@@ -415,7 +741,7 @@ def read_dicom_header(path: str | PathLike, tags: Sequence[str]) -> Dataset:
     Raises:
         DicomError: naming the file, when it is unreadable, not DICOM, or cut off inside the header.
     """
-    return _read_dataset(path, header_only=True, tags=tags)
+    return _read_dataset(path, header_only=True, tags=tags)[0]
 
 
 # --------------------------------------------------------------------------------------------- decoding
@@ -571,21 +897,23 @@ def read_xray_dicom(
             is decoded; ``None``: no limit.
         allowed_modalities: the Modality values accepted (default CR, DX, DR, PX; a missing Modality is
             accepted); ``None``: any.
-        max_gzip_bytes: cap on the decompressed size of a ``.dcm.gz`` (default 4 bytes per allowed pixel +
-            64 MiB), enforced while streaming.
+        max_gzip_bytes: cap on the decompressed size of a ``.dcm.gz`` and on the inflated dataset of a file in
+            the Deflated Explicit VR Little Endian transfer syntax (default 4 bytes per allowed pixel + 64 MiB),
+            enforced while streaming, before pydicom parses anything.
 
     Returns:
         ``(pixels, meta)``: pixels rows x cols float32 in [0, 1], bright = dense; meta as in :class:`LoadXRayDicom`.
 
     Raises:
         DicomError: naming the file, for every way it can be bad: not DICOM, truncated, no PixelData,
-            multi-frame, colour, too large, size mismatch, modality, malformed header values, non-finite
-            rescale/window or output, undecodable pixels.
+            multi-frame, colour, too large (declared, inflated or in the codestream header), size mismatch
+            (PixelData length or codestream header against Rows x Columns), modality, malformed header values,
+            non-finite rescale/window or output, undecodable pixels.
         MissingCodecError: no installed plug-in decodes the file's transfer syntax (names the pip package).
     """
     if isinstance(voi, str) and voi not in ("auto", "none", "first_window"):
         raise ValueError(f"voi must be 'auto', 'none', 'first_window' or (center, width), got {voi!r}")
-    ds = _read_dataset(path, max_gzip_bytes=_gzip_limit(max_pixels, max_gzip_bytes))
+    ds, _ = _read_dataset(path, max_gzip_bytes=_gzip_limit(max_pixels, max_gzip_bytes))
     try:
         _check_xray(ds, path, max_pixels, allowed_modalities)
         meta = _xray_meta(ds, path)

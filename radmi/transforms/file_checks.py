@@ -10,6 +10,8 @@ header reader can all use it without import cost.
   and only then hands back an ordinary blocking binary file object.
 - :func:`read_gzip_limited` decompresses a gzip stream in chunks and stops with an error as soon as the output
   passes a limit, so a small "gzip bomb" cannot take gigabytes.
+- :func:`check_inflated_size` inflates a raw deflate stream in bounded chunks only to count its size, and stops
+  with an error past a limit (a Deflated DICOM dataset is checked with it before pydicom inflates it whole).
 
 A symbolic link to a regular file is followed (datasets are often assembled from links); a link loop or a
 dangling link is an error with that reason.
@@ -27,11 +29,19 @@ from typing import BinaryIO
 
 from radmi.errors import RadmiError
 
-__all__ = ["DEFAULT_MAX_GZIP_BYTES", "file_problem", "open_regular_file", "read_gzip_limited"]
+__all__ = [
+    "DEFAULT_MAX_GZIP_BYTES",
+    "check_inflated_size",
+    "file_problem",
+    "open_regular_file",
+    "read_gzip_limited",
+]
 
 #: Default cap on the decompressed size of one ``.gz`` input (bytes).
 DEFAULT_MAX_GZIP_BYTES = 512 * 2**20
 _CHUNK = 2**20
+#: compressed bytes fed to the inflater at a time by :func:`check_inflated_size`
+_INFLATE_INPUT_CHUNK = 64 * 2**10
 
 
 def _kind(mode: int) -> str:
@@ -131,3 +141,47 @@ def read_gzip_limited(
     except (EOFError, OSError, zlib.error) as err:
         raise error(f"truncated or corrupt gzip file: {err}", path=path) from err
     return b"".join(chunks)
+
+
+def check_inflated_size(
+    file: BinaryIO,
+    path: str | PathLike,
+    max_bytes: int,
+    error: type[RadmiError] = RadmiError,
+    what: str = "deflate stream",
+) -> int:
+    """Inflate the raw deflate stream (RFC 1951, no zlib/gzip header) read from ``file`` only to count its size.
+
+    Input is read 64 KiB at a time and output taken 1 MiB at a time and dropped, so memory stays at about one
+    chunk of each whatever the compression ratio. Stops with ``error`` as soon as the inflated size, or the
+    compressed size read, passes ``max_bytes``. A stream that ends early is not an error here (the reader that
+    parses the data reports it); ``file`` is left where the stream ended.
+
+    Returns:
+        the inflated size in bytes (at most ``max_bytes``).
+
+    Raises:
+        error: naming the path, when the stream inflates past ``max_bytes`` or is corrupt.
+    """
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    inflated = consumed = 0
+    while not inflater.eof:
+        data = inflater.unconsumed_tail
+        if not data:
+            data = file.read(_INFLATE_INPUT_CHUNK)
+            consumed += len(data)
+        try:
+            out = inflater.decompress(data, _CHUNK)
+        except zlib.error as err:
+            raise error(f"corrupt {what}: {err}", path=path) from err
+        inflated += len(out)
+        if inflated > max_bytes or consumed > max_bytes:
+            size = "inflates to" if inflated > max_bytes else "takes, compressed,"
+            raise error(
+                f"{what} {size} more than {max_bytes:,} bytes (the limit, max_gzip_bytes); refusing to "
+                "inflate further (raise the limit if the file is genuine)",
+                path=path,
+            )
+        if not data and not out:
+            break  # input exhausted: a truncated stream, reported by whoever parses it
+    return inflated

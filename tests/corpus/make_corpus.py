@@ -3,7 +3,8 @@
     python tests/corpus/make_corpus.py OUT_DIR      # writes OUT_DIR/<class>__<variant>.<ext> and corpus.csv
 
 Each file belongs to a class of the audit (memory bomb, malformed header, silently-wrong output, special
-file, truncation, colour/multi-frame, PNG/JPG) and carries its ``expect``: ``error`` (must end in a radmi error)
+file, truncation, colour/multi-frame, PNG/JPG, Deflated-dataset bomb, codestream header that disagrees with the
+DICOM header) and carries its ``expect``: ``error`` (must end in a radmi error)
 or ``image`` (must load as a correct 1 x H x W image in [0, 1]). ``corpus.csv`` lists
 ``name, klass, expect, path``. :func:`make_corpus` is what the tests call.
 """
@@ -20,8 +21,28 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dicom_factory import known_pixels, write_dicom, xray_dataset  # noqa: E402
-from hostile_factory import gzip_bomb, huge_declared_dicom, png_with_declared_size, raw_element  # noqa: E402
+from dicom_factory import (  # noqa: E402
+    jpeg_baseline_dataset,
+    jpeg_lossless_dataset,
+    known_pixels,
+    write_dicom,
+    xray_dataset,
+)
+from hostile_factory import (  # noqa: E402
+    deflate_bomb,
+    edit_first_frame,
+    gzip_bomb,
+    huge_declared_dicom,
+    jp2_with_empty_box,
+    jp2_wrapped,
+    png_with_declared_size,
+    raw_element,
+    set_codestream_size,
+    set_rle_segments,
+    set_rows_columns,
+    with_app_segments,
+    write_deflated,
+)
 from PIL import Image  # noqa: E402
 from pydicom import uid  # noqa: E402
 
@@ -49,6 +70,31 @@ def _png(path: Path, array: np.ndarray, mode: str | None = None) -> Path:
 
 
 Builder = Callable[[Path], Path]
+_CODESTREAM_SYNTAX = {"jpeg_ls": uid.JPEGLSLossless, "j2k": uid.JPEG2000Lossless, "rle": uid.RLELossless}
+
+
+def _compressed(kind: str, edit: Callable[[bytes], bytes] | None = None, rows: int | None = None) -> Builder:
+    """A 64 x 48 greyscale compressed DICOM (``kind``: jpeg_baseline, jpeg_lossless, jpeg_ls, j2k, jp2, rle),
+    its first frame rewritten by ``edit`` and its header's Rows set to ``rows`` when given."""
+
+    def build(p: Path) -> Path:
+        stored = known_pixels(rows=64, cols=48)
+        if kind == "jpeg_baseline":
+            path = _dicom(p, jpeg_baseline_dataset(known_pixels(rows=64, cols=48, bits_stored=8)))
+        elif kind == "jpeg_lossless":
+            path = _dicom(p, jpeg_lossless_dataset(stored))
+        else:
+            syntax = _CODESTREAM_SYNTAX.get(kind, uid.JPEG2000Lossless)
+            path = _dicom(p, xray_dataset(stored), transfer_syntax=syntax)
+        if kind == "jp2":
+            edit_first_frame(path, lambda frame: jp2_wrapped(frame, 64, 48))
+        if edit is not None:
+            edit_first_frame(path, edit)
+        if rows is not None:
+            set_rows_columns(path, rows, 48)
+        return path
+
+    return build
 
 
 def _cases() -> list[tuple[str, str, str, Builder]]:
@@ -154,6 +200,36 @@ def _cases() -> list[tuple[str, str, str, Builder]]:
             lambda p, k=keep: _cut(write_dicom(p.with_suffix(".dcm.gz"), _ds(), gzipped=True), k))  # fmt: skip
         add("truncated", f"png_{keep}", "error",
             lambda p, k=keep: _cut(_png(p, np.random.default_rng(0).integers(0, 256, (30, 20), dtype=np.uint8)), k))  # fmt: skip
+
+    # Deflated transfer syntax: the dataset is inflated in bounded chunks and refused past max_gzip_bytes
+    for gb in (1, 4):
+        add("deflate", f"bomb_{gb}GB", "error",
+            lambda p, gb=gb: deflate_bomb(p.with_suffix(".dcm"), gb * 2**30))  # fmt: skip
+    add("deflate", "bomb_1GB_in_gzip", "error",
+        lambda p: deflate_bomb(p.with_suffix(".dcm.gz"), 2**30, gzipped=True))  # fmt: skip
+    add("deflate", "truncated", "error", lambda p: _cut(write_deflated(p.with_suffix(".dcm"), _ds()), 0.7))
+    add("deflate", "ok", "image", lambda p: write_deflated(p.with_suffix(".dcm"), _ds()))
+
+    # codestream header (JPEG SOF, JPEG-LS SOF55, JPEG 2000 SIZ, RLE header) against the DICOM header
+    for kind in ("jpeg_baseline", "jpeg_lossless", "jpeg_ls", "j2k", "jp2"):
+        add("codestream", f"{kind}_rows_65_codestream_64", "error", _compressed(kind, rows=65))
+    for kind in ("jpeg_lossless", "j2k"):
+        add("codestream", f"{kind}_declares_65535x65535", "error",
+            _compressed(kind, lambda frame: set_codestream_size(frame, 65535, 65535)))  # fmt: skip
+    add("codestream", "rle_3_segments_for_16_bits", "error",
+        _compressed("rle", lambda frame: set_rle_segments(frame, 3)))  # fmt: skip
+    add(
+        "codestream",
+        "j2k_garbled_siz",
+        "error",
+        _compressed("j2k", lambda frame: frame[:2] + b"\0\0" + frame[4:]),
+    )
+    add("codestream", "jpeg_cut_in_header", "error", _compressed("jpeg_lossless", lambda frame: frame[:6]))
+    add("codestream", "jp2_box_of_length_0", "error",
+        _compressed("j2k", lambda frame: jp2_with_empty_box(frame, 64, 48)))  # fmt: skip
+    add("codestream", "jp2_ok", "image", _compressed("jp2"))
+    add("codestream", "jpeg_sof_after_192KiB_ok", "image",
+        _compressed("jpeg_baseline", lambda frame: with_app_segments(frame, 3)))  # fmt: skip
 
     # wrong kind of object
     for modality in ("CT", "MR", "US", "NM", "OT", "SR"):
