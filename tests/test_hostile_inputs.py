@@ -5,23 +5,17 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
 from dicom_factory import known_pixels, write_dicom, xray_dataset
-from hostile_factory import gzip_bomb, huge_declared_dicom, png_with_declared_size, raw_element
+from hostile_factory import gzip_bomb, huge_declared_dicom, png_with_declared_size, raw_element, run_capped
 from PIL import Image
 from pydicom import uid
 
 from radmi.errors import DicomError, ImageError
 from radmi.transforms.dicom_decode import read_xray_dicom, read_xray_dicom_header
 from radmi.transforms.file_checks import file_problem, open_regular_file
-
-TESTS = Path(__file__).parent
 
 
 def _both_raise(path, match, **kwargs):
@@ -77,31 +71,8 @@ def test_rlimit_subprocess_ends_with_a_radmi_error(tmp_path):
     than 2 GB of address space at import) under its import footprint + 2 GiB.
     """
     path = huge_declared_dicom(tmp_path / "bomb.dcm")
-    script = textwrap.dedent(
-        f"""
-        import resource, sys
-        from radmi.errors import DicomError
-        def cap(extra):
-            with open("/proc/self/status") as f:
-                vm = next(int(l.split()[1]) * 1024 for l in f if l.startswith("VmSize"))
-            limit = extra if sys.argv[1] == "decode" else vm + extra
-            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-        if sys.argv[1] == "decode":
-            from radmi.transforms.dicom_decode import read_xray_dicom as load
-        else:
-            from radmi.transforms.dicom import LoadXRayDicom
-            load = LoadXRayDicom()
-        cap(2 * 2**30)
-        try:
-            load({str(path)!r})
-        except DicomError as err:
-            print("radmi error:", err.reason)
-        """
-    )
     for mode in ("decode", "transform"):
-        done = subprocess.run(
-            [sys.executable, "-c", script, mode], capture_output=True, text=True, timeout=300, cwd=TESTS
-        )
+        done = run_capped(path, mode)
         assert done.returncode == 0, done.stderr[-2000:]
         assert "radmi error:" in done.stdout and "larger than the limit" in done.stdout
 
