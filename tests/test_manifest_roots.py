@@ -440,6 +440,7 @@ def test_a_manifest_reached_through_a_linked_folder_is_inside_its_folder(mimic, 
     from radmi.data.manifest_schema import read_manifest_within_roots
 
     assert len(read_manifest_within_roots(hand)) == len(frame)
+    assert _prepare(hand, tmp_path / "cache").complete
 
 
 @pytest.mark.parametrize(

@@ -586,7 +586,7 @@ def prepare_cache(
     manifest_path = Path(manifest).resolve()
     frame = read_manifest(manifest_path)
     if not allow_outside_root:
-        roots, origin = enforced_roots(manifest_path, root)
+        roots, origin = enforced_roots(manifest, root)  # as given: its folder's linked name counts too
         require_inside_roots(frame, roots, path=manifest_path, origin=origin)
     manifest_info = {"path": str(manifest_path), "sha256": file_sha256(manifest_path), "rows": len(frame)}
     if is_cache(cache_dir):  # finished (possibly in shards): check it and return, nothing to do
