@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pydicom
+import pytest
 from dicom_factory import known_pixels, write_dicom, xray_dataset
 from PIL import Image
 from pydicom import uid
@@ -30,6 +31,9 @@ from pydicom.dataset import Dataset, FileDataset
 from pydicom.encaps import encapsulate, generate_frames
 from pydicom.filereader import _read_file_meta_info, read_preamble
 from pydicom.tag import Tag
+
+from radmi.errors import DicomError
+from radmi.transforms.dicom_decode import read_xray_dicom, read_xray_dicom_header
 
 TESTS = Path(__file__).parent
 
@@ -251,3 +255,11 @@ def run_capped(path: Path, mode: str, cap_bytes: int = 2 * 2**30) -> subprocess.
         timeout=300,
         cwd=TESTS,
     )
+
+
+def both_raise(path: Path, match: str, **kwargs) -> None:
+    """The pixel reader and the header-only reader both refuse ``path`` with a DicomError naming it."""
+    for reader in (read_xray_dicom, read_xray_dicom_header):
+        with pytest.raises(DicomError, match=match) as info:
+            reader(path, **kwargs)
+        assert info.value.path == str(path)

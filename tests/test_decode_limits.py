@@ -26,6 +26,7 @@ from dicom_factory import (
     xray_dataset,
 )
 from hostile_factory import (
+    both_raise,
     deflate_bomb,
     edit_first_frame,
     gzipped,
@@ -52,20 +53,12 @@ from radmi.transforms.file_checks import check_inflated_size
 DEFAULT_LIMIT = 4 * 80_000_000 + 64 * 2**20
 
 
-def _both_raise(path, match, **kwargs):
-    """The pixel reader and the header-only reader both refuse ``path`` with a DicomError naming it."""
-    for reader in (read_xray_dicom, read_xray_dicom_header):
-        with pytest.raises(DicomError, match=match) as info:
-            reader(path, **kwargs)
-        assert info.value.path == str(path)
-
-
 # ------------------------------------------------------------------------------------ Deflated transfer syntax
 def test_deflate_bomb_stops_at_the_limit(tmp_path):
     path = deflate_bomb(tmp_path / "bomb.dcm", inflated_bytes=64 * 2**20)
     assert path.stat().st_size < 100_000
     started = time.perf_counter()
-    _both_raise(path, r"deflated dataset .* inflates to more than 1,048,576 bytes", max_gzip_bytes=2**20)
+    both_raise(path, r"deflated dataset .* inflates to more than 1,048,576 bytes", max_gzip_bytes=2**20)
     assert time.perf_counter() - started < 10
 
 
@@ -116,7 +109,7 @@ def test_deflate_bomb_under_an_address_space_limit_ends_in_a_radmi_error(tmp_pat
 def test_gzip_holding_a_deflate_bomb_stays_bounded(tmp_path):
     path = deflate_bomb(tmp_path / "bomb.dcm.gz", inflated_bytes=64 * 2**20, gzipped=True)
     assert path.stat().st_size < 2**20  # the gzip layer itself is under the limit
-    _both_raise(path, r"deflated dataset .* inflates to more than 1,048,576 bytes", max_gzip_bytes=2**20)
+    both_raise(path, r"deflated dataset .* inflates to more than 1,048,576 bytes", max_gzip_bytes=2**20)
     big = deflate_bomb(tmp_path / "big.dcm.gz", inflated_bytes=2 * 2**30, gzipped=True)
     with pytest.raises(DicomError, match="inflates to more than"):
         read_dicom_header(big, ["StudyInstanceUID"])  # the tag reader streams the gzip file
@@ -155,7 +148,7 @@ def test_broken_deflate_stream_is_a_dicom_error(tmp_path, damage):
         path.write_bytes(data[: len(data) // 2])
     else:
         path.write_bytes(data[:400] + bytes([0xFF]) * 64 + data[464:])
-    _both_raise(path, "deflated dataset|truncated or corrupt")
+    both_raise(path, "deflated dataset|truncated or corrupt")
 
 
 # ------------------------------------------------------------------------------------ codestream headers
@@ -237,7 +230,7 @@ def test_the_no_decoding_fixture_sees_decoding(tmp_path, no_decoding):
 def test_rows_columns_disagreeing_with_the_codestream(tmp_path, no_decoding, kind, rows, cols):
     path, _ = _factory_file(tmp_path, kind)
     set_rows_columns(path, rows, cols)
-    _both_raise(path, f"codestream declares 64 x 48 pixels .*but Rows x Columns is {rows} x {cols}")
+    both_raise(path, f"codestream declares 64 x 48 pixels .*but Rows x Columns is {rows} x {cols}")
     assert no_decoding == []
 
 
@@ -248,7 +241,7 @@ def test_pydicom_files_with_patched_rows_are_refused_before_decoding(tmp_path, n
     ds.Rows = rows // 2
     path = tmp_path / name
     ds.save_as(path, enforce_file_format=True)
-    _both_raise(
+    both_raise(
         path, f"codestream declares {rows} x {cols} pixels .*Rows x Columns is {rows // 2} x {cols}",
         allowed_modalities=None,
     )  # fmt: skip
@@ -259,14 +252,14 @@ def test_pydicom_files_with_patched_rows_are_refused_before_decoding(tmp_path, n
 def test_codestream_declaring_a_huge_size_is_refused(tmp_path, no_decoding, kind):
     path, _ = _factory_file(tmp_path, kind)
     edit_first_frame(path, lambda frame: set_codestream_size(frame, 65535, 65535))
-    _both_raise(
+    both_raise(
         path,
         r"codestream declares 65535 x 65535 = 4,294,836,225 pixels .*larger than the limit of 80,000,000",
     )
     assert no_decoding == []
     # within max_pixels: still a mismatch with Rows x Columns
     edit_first_frame(path, lambda frame: set_codestream_size(frame, 640, 480))
-    _both_raise(path, "codestream declares 640 x 480 pixels", max_pixels=10**6)
+    both_raise(path, "codestream declares 640 x 480 pixels", max_pixels=10**6)
     assert no_decoding == []
 
 
@@ -274,7 +267,7 @@ def test_codestream_declaring_a_huge_size_is_refused(tmp_path, no_decoding, kind
 def test_codestream_with_other_components_is_refused(tmp_path, no_decoding, kind):
     path, _ = _factory_file(tmp_path, kind)
     edit_first_frame(path, lambda frame: set_j2k_components(frame, 3))
-    _both_raise(path, "JPEG 2000 codestream holds 3 components but SamplesPerPixel is 1")
+    both_raise(path, "JPEG 2000 codestream holds 3 components but SamplesPerPixel is 1")
     assert no_decoding == []
 
 
@@ -293,7 +286,7 @@ def test_truncated_or_garbled_codestream_header_is_a_dicom_error(tmp_path, no_de
         return b"\x00\x00"
 
     edit_first_frame(path, edit)
-    _both_raise(path, "cannot read the codestream header of the first frame")
+    both_raise(path, "cannot read the codestream header of the first frame")
     assert no_decoding == []
 
 
@@ -307,7 +300,7 @@ def test_jp2_box_of_length_zero_is_refused_not_looped_on(tmp_path, no_decoding):
     previous = signal.signal(signal.SIGALRM, hung)
     signal.alarm(20)
     try:
-        _both_raise(path, "malformed JP2 box b'ftyp' of length 0")
+        both_raise(path, "malformed JP2 box b'ftyp' of length 0")
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
@@ -320,7 +313,7 @@ def test_jpeg_with_large_app_segments_before_the_sof_still_decodes(tmp_path, no_
     meta = read_xray_dicom_header(path)
     assert meta["original_shape"].tolist() == [64, 48]
     set_rows_columns(path, 65, 48)
-    _both_raise(path, "codestream declares 64 x 48 pixels")
+    both_raise(path, "codestream declares 64 x 48 pixels")
     assert no_decoding == []
     monkeypatch.undo()
     set_rows_columns(path, 64, 48)
@@ -330,13 +323,13 @@ def test_jpeg_with_large_app_segments_before_the_sof_still_decodes(tmp_path, no_
 def test_rle_header_segments_must_match_samples_and_bits(tmp_path, no_decoding):
     path = write_dicom(tmp_path / "rle.dcm", xray_dataset(known_pixels(rows=64, cols=48)), uid.RLELossless)
     edit_first_frame(path, lambda frame: set_rle_segments(frame, 1))
-    _both_raise(
+    both_raise(
         path, r"RLE header declares 1 segments but SamplesPerPixel x BitsAllocated \(1 x 16 bits\) needs 2"
     )
     edit_first_frame(path, lambda frame: set_rle_segments(frame, 99))
-    _both_raise(path, "malformed RLE header")
+    both_raise(path, "malformed RLE header")
     edit_first_frame(path, lambda frame: frame[:20])
-    _both_raise(path, "malformed RLE header")
+    both_raise(path, "malformed RLE header")
     assert no_decoding == []
 
 
@@ -352,7 +345,7 @@ def test_compressed_file_in_gzip_is_checked_too(tmp_path, no_decoding):
     path, _ = _factory_file(tmp_path, "j2k")
     set_rows_columns(path, 65, 48)
     gz = gzipped(tmp_path / "j2k.dcm.gz", path.read_bytes())
-    _both_raise(gz, "codestream declares 64 x 48 pixels .*Rows x Columns is 65 x 48")
+    both_raise(gz, "codestream declares 64 x 48 pixels .*Rows x Columns is 65 x 48")
     assert no_decoding == []
 
 
@@ -363,7 +356,7 @@ def test_jpeg_fill_bytes_before_a_marker_are_read_not_refused(tmp_path, no_decod
     edit_first_frame(path, lambda frame: frame[:2] + b"\xff" * 5 + frame[2:])  # fill bytes before the 1st marker
     assert read_xray_dicom_header(path)["original_shape"].tolist() == [64, 48]
     set_rows_columns(path, 65, 48)
-    _both_raise(path, "codestream declares 64 x 48 pixels")  # the size is still checked through the fill bytes
+    both_raise(path, "codestream declares 64 x 48 pixels")  # the size is still checked through the fill bytes
     assert no_decoding == []
     monkeypatch.undo()
     set_rows_columns(path, 64, 48)
