@@ -155,7 +155,8 @@ def check_inflated_size(
     Input is read 64 KiB at a time and output taken 1 MiB at a time and dropped, so memory stays at about one
     chunk of each whatever the compression ratio. Stops with ``error`` as soon as the inflated size, or the
     compressed size read, passes ``max_bytes``. A stream that ends early is not an error here (the reader that
-    parses the data reports it); ``file`` is left where the stream ended.
+    parses the data reports it); ``file`` is left up to one input chunk past where the stream ended (callers
+    seek back).
 
     Returns:
         the inflated size in bytes (at most ``max_bytes``).
